@@ -1,0 +1,118 @@
+"""Command-line entry points. `ganrun` is the only @hydra.main.
+
+Nothing heavy is imported here: torch and Lightning load inside the task, after
+Hydra has parsed the command line (so `ganrun --help` is quick).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from ganrun.errors import DivergedError, ObjectiveError, UserError
+
+log = logging.getLogger("ganrun")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9=,.+_\-\[\]@:]")
+_MAX_NAME = 120
+
+
+def safe_name(override_dirname: str) -> str:
+    """A sweep job's directory name from its overrides: no `/` or other unsafe
+    characters, and long names cut with a hash so two never collide."""
+    name = _UNSAFE.sub("_", override_dirname) or "default"
+    if len(name) > _MAX_NAME:
+        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:8]
+        name = f"{name[:_MAX_NAME - 9]}-{digest}"
+    return name
+
+
+OmegaConf.register_new_resolver("ganrun_safe_name", safe_name, replace=True)
+
+
+@hydra.main(config_path="pkg://ganrun.configs", config_name="train", version_base="1.3")
+def _train(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from ganrun.outputs import METRICS_FILE, write_json
+    from ganrun.schema import validate
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        cfg = validate(cfg)
+    except UserError as e:
+        write_json(os.path.join(run_dir, METRICS_FILE), {"status": "failed", "reason": str(e)})
+        # A wrong optimized_metric is wrong for every job: stop the sweep, not just this job.
+        return _fail(e, multirun and not isinstance(e, ObjectiveError))
+    from ganrun.train import run
+
+    if multirun:
+        _share_the_machine(cfg, hydra_cfg)
+    objective = cfg.get("optimized_metric")
+    try:
+        result = run(cfg, run_dir=run_dir, hydra_choices=dict(hydra_cfg.runtime.choices))
+    except UserError as e:  # metrics.json already says failed / diverged, and why
+        _fail(e, multirun)
+        return float("nan") if objective else None
+    except Exception as e:
+        if not multirun:
+            raise
+        # One broken job must not stop the sweep: metrics.json says failed, and why.
+        log.exception("job failed")
+        print(f"ganrun: job failed: {e.__class__.__name__}: {e}", file=sys.stderr)
+        return float("nan") if objective else None
+    log.info("%s: %d generator steps, %d images in %.1f s; outputs in %s",
+             result["status"], result["g_steps"], result["images_seen"],
+             result["wall_seconds"], run_dir)
+    if objective:  # the value a sweeper (Optuna) optimises
+        return float({**result.get("losses", {}), **result.get("metrics", {})}[objective])
+    return None
+
+
+def _share_the_machine(cfg: DictConfig, hydra_cfg) -> None:
+    """Parallel sweep jobs split the CPU threads evenly (no oversubscription), and on a
+    machine with several GPUs each job takes its own (job number modulo the count)."""
+    import torch
+
+    launcher = hydra_cfg.launcher
+    if "joblib" in str(launcher.get("_target_", "")):
+        cores = os.cpu_count() or 1
+        n_jobs = int(launcher.get("n_jobs", -1))
+        parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's -1 = all
+        torch.set_num_threads(max(1, cores // parallel))
+    gpus = torch.cuda.device_count()
+    if gpus > 1 and cfg.trainer.devices == 1 and cfg.trainer.accelerator in ("auto", "gpu", "cuda"):
+        cfg.trainer.devices = [int(hydra_cfg.job.num) % gpus]
+
+
+def _fail(error: UserError, multirun: bool) -> None:
+    """One message, no traceback; in a sweep, the other jobs go on."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    kind = "diverged" if isinstance(error, DivergedError) else "error"
+    print(f"ganrun: {kind}: {error}", file=sys.stderr)
+    # The same line in the run's ganrun.log, without repeating it on the console.
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s", (kind, error), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    if not multirun:
+        sys.exit(1)
+    return None
+
+
+def main() -> None:
+    _train()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Errors a user can cause: shown as one message, no traceback, non-zero exit."""
+
+
+class UserError(Exception):
+    """A bad option, a missing path, unusable data: the message names the cause."""
+
+
+class DivergedError(UserError):
+    """A loss or a discriminator output became NaN or infinite."""
+
+    def __init__(self, message: str, step: int, values: dict[str, float]):
+        super().__init__(message)
+        self.step = step
+        self.values = values
+
+
+class ObjectiveError(UserError):
+    """The metric a sweeper optimises is not one the run logs: wrong for every job alike."""

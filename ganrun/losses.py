@@ -1,0 +1,179 @@
+"""Adversarial losses on discriminator outputs (logits / critic values).
+
+Each loss is two functions of what D makes of a batch and knows nothing of the
+models: `d_loss(real_out, fake_out, real_target, fake_target)` and
+`g_loss(fake_out, real_out)`. `space` says what "out" is: D's outputs (one value
+per sample, the default), D's features (mmd) or the samples themselves (mmd with
+`space: samples`, which trains no D). Targets are used by the losses that have
+them (bce, nsgan, lsgan) and are where label smoothing and label noise act.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Target = float | Tensor
+
+
+def _bce_d(real_out: Tensor, fake_out: Tensor, real_target: Target, fake_target: Target) -> Tensor:
+    # Binary cross-entropy with logits for a (possibly soft) target t:
+    # -t log sigmoid(x) - (1 - t) log(1 - sigmoid(x)) = softplus(x) - t x.
+    real = F.softplus(real_out) - real_target * real_out
+    fake = F.softplus(fake_out) - fake_target * fake_out
+    return real.mean() + fake.mean()
+
+
+class AdversarialLoss:
+    """Base: the targets a D loss uses when none are given."""
+
+    real_target: float = 1.0
+    fake_target: float = 0.0
+    uses_targets = False
+    space = "outputs"
+    g_uses_real = False  # whether g_loss looks at D's view of the real batch
+
+    def d_loss(self, real_out: Tensor, fake_out: Tensor,
+               real_target: Target | None = None, fake_target: Target | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+class MinimaxLoss(AdversarialLoss):
+    """Saturating minimax (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))."""
+
+    uses_targets = True
+
+    def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
+        return _bce_d(real_out, fake_out, _or(real_target, 1.0), _or(fake_target, 0.0))
+
+    def g_loss(self, fake_out, real_out=None):
+        # log(1 - sigmoid(x)) = -softplus(x)
+        return -F.softplus(fake_out).mean()
+
+
+class NonSaturatingLoss(MinimaxLoss):
+    """Non-saturating GAN: G minimises -log D(G(z)) = softplus(-x)."""
+
+    def g_loss(self, fake_out, real_out=None):
+        return F.softplus(-fake_out).mean()
+
+
+class WassersteinLoss(AdversarialLoss):
+    """WGAN critic (Arjovsky et al. 2017): D minimises E[D(fake)] - E[D(real)]."""
+
+    def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
+        return fake_out.mean() - real_out.mean()
+
+    def g_loss(self, fake_out, real_out=None):
+        return -fake_out.mean()
+
+
+class LeastSquaresLoss(AdversarialLoss):
+    """LSGAN (Mao et al. 2017) with the a-b-c coding."""
+
+    uses_targets = True
+
+    def __init__(self, a: float = 0.0, b: float = 1.0, c: float = 1.0):
+        self.a, self.b, self.c = a, b, c
+        self.real_target, self.fake_target = b, a
+
+    def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
+        real = (real_out - _or(real_target, self.b)).pow(2).mean()
+        fake = (fake_out - _or(fake_target, self.a)).pow(2).mean()
+        return 0.5 * (real + fake)
+
+    def g_loss(self, fake_out, real_out=None):
+        return 0.5 * (fake_out - self.c).pow(2).mean()
+
+
+class HingeLoss(AdversarialLoss):
+    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018)."""
+
+    def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
+        return torch.relu(1.0 - real_out).mean() + torch.relu(1.0 + fake_out).mean()
+
+    def g_loss(self, fake_out, real_out=None):
+        return -fake_out.mean()
+
+
+class RelativisticAverageLoss(AdversarialLoss):
+    """RaSGAN (Jolicoeur-Martineau 2018): D judges whether real data is more realistic
+    than the average fake, and the reverse; G gets the mirrored loss."""
+
+    g_uses_real = True
+
+    def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
+        real_rel = real_out - fake_out.mean()
+        fake_rel = fake_out - real_out.mean()
+        return F.softplus(-real_rel).mean() + F.softplus(fake_rel).mean()
+
+    def g_loss(self, fake_out, real_out=None):
+        real_rel = real_out - fake_out.mean()
+        fake_rel = fake_out - real_out.mean()
+        return F.softplus(real_rel).mean() + F.softplus(-fake_rel).mean()
+
+
+class MMDLoss(AdversarialLoss):
+    """MMD GAN (Li et al. 2017; Binkowski et al. 2018): G minimises the squared kernel
+    MMD between real and fake D features (or raw samples); D maximises it."""
+
+    g_uses_real = True
+
+    def __init__(self, space: str = "features", kernel: str = "rbf",
+                 bandwidths: list[float] | tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)):
+        self.space = space
+        self.kernel = kernel
+        self.bandwidths = tuple(float(b) for b in bandwidths)
+
+    def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
+        return -mmd2(real_out, fake_out, self.kernel, self.bandwidths)
+
+    def g_loss(self, fake_out, real_out=None):
+        return mmd2(real_out, fake_out, self.kernel, self.bandwidths)
+
+
+def kernel_matrix(a: Tensor, b: Tensor, kernel: str, bandwidths: tuple[float, ...]) -> Tensor:
+    """Sum over bandwidths of an RBF kernel exp(-d^2 / (2 s^2)), or of a rational
+    quadratic kernel (1 + d^2 / (2 alpha))^-alpha, between the rows of a and b."""
+    a, b = a.flatten(1), b.flatten(1)
+    sq = (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2 * a @ b.T).clamp_min(0)
+    if kernel == "rbf":
+        return sum(torch.exp(-sq / (2 * s * s)) for s in bandwidths)
+    return sum((1 + sq / (2 * alpha)).pow(-alpha) for alpha in bandwidths)
+
+
+def mmd2(x: Tensor, y: Tensor, kernel: str, bandwidths: tuple[float, ...]) -> Tensor:
+    """Unbiased estimate of the squared MMD between samples x and y."""
+    n, m = x.shape[0], y.shape[0]
+    k_xx = kernel_matrix(x, x, kernel, bandwidths)
+    k_yy = kernel_matrix(y, y, kernel, bandwidths)
+    k_xy = kernel_matrix(x, y, kernel, bandwidths)
+    xx = (k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
+    yy = (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
+    return xx + yy - 2 * k_xy.mean()
+
+
+def _or(value: Target | None, default: float) -> Target:
+    return default if value is None else value
+
+
+LOSSES: dict[str, type[AdversarialLoss]] = {
+    "bce": MinimaxLoss,
+    "nsgan": NonSaturatingLoss,
+    "wgan": WassersteinLoss,
+    "wgan_gp": WassersteinLoss,
+    "lsgan": LeastSquaresLoss,
+    "hinge": HingeLoss,
+    "ragan": RelativisticAverageLoss,
+    "mmd": MMDLoss,
+}
+
+
+def build_loss(cfg) -> AdversarialLoss:
+    """The loss named by `cfg.name`, with its parameters (the other keys)."""
+    params = {k: v for k, v in cfg.items() if k != "name"}
+    return LOSSES[cfg.name](**params)

@@ -1,0 +1,227 @@
+"""Feature extractors, all in torch-fidelity's form (uint8 (N, 3, H, W) in, a tuple of
+feature tensors out), so torch-fidelity's own metric code runs on their features.
+
+- `classifier`: a small CNN trained on the dataset's own labels, cached on disk by a
+  fingerprint of the data and its config; penultimate layer for FID / KID / PR,
+  logits for IS and class coverage. Works offline.
+- `inception`: torch-fidelity's InceptionV3 (the standard FID network); weights from
+  the torch hub cache or `metrics.inception_weights`.
+- raw coordinates for the 2-D mixtures (no network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_fidelity import FeatureExtractorBase, register_feature_extractor
+
+from ganrun.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_NAME = "ganrun-classifier"
+INCEPTION_NAME = "inception-v3-compat"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+def to_uint8_rgb(images: Tensor) -> Tensor:
+    """Images in [-1, 1], (N, 1 or 3, H, W) -> uint8 (N, 3, H, W), as torch-fidelity reads them."""
+    x = images.detach().float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
+
+
+# --- the classifier ---------------------------------------------------------------------
+
+
+class ClassifierNet(nn.Module):
+    """conv-pool, conv-pool, a hidden layer of `width` (the features), then the logits."""
+
+    def __init__(self, channels: int, size: int, num_classes: int, width: int = 128):
+        super().__init__()
+        self.channels, self.size, self.num_classes, self.width = channels, size, num_classes, width
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(64 * (size // 4) ** 2, width), nn.ReLU(),
+        )
+        self.logits = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.body(x)
+        return features, self.logits(features)
+
+    def spec(self) -> dict:
+        return {"channels": self.channels, "size": self.size, "num_classes": self.num_classes,
+                "width": self.width}
+
+
+def fingerprint(dataset, extra: dict) -> str:
+    """A short hash of the data, its labels and `extra` (the config that shaped it)."""
+    h = hashlib.sha1()
+    h.update(json.dumps({"name": dataset.name, "shape": list(dataset.data.shape), **extra},
+                        sort_keys=True).encode())
+    h.update(dataset.data.contiguous().numpy().tobytes())
+    if dataset.labels is not None:
+        h.update(dataset.labels.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def classifier_path(cache_dir: Path, dataset, cfg) -> Path:
+    key = fingerprint(dataset, {"classifier": {"steps": cfg.classifier_steps,
+                                               "holdout": cfg.classifier_holdout}})
+    return Path(cache_dir) / "classifiers" / f"{dataset.name}-{key}.pt"
+
+
+def holdout_split(n: int, holdout: float) -> tuple[Tensor, Tensor]:
+    """(held-out, training) indices of the classifier: a fixed random split."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    n_test = max(1, int(n * holdout))
+    return order[:n_test], order[n_test:]
+
+
+def train_classifier(dataset, cfg, path: Path) -> dict:
+    """Train the classifier on the dataset's labels; save weights and held-out accuracy."""
+    generator = torch.Generator().manual_seed(1)
+    test, train = holdout_split(len(dataset), cfg.classifier_holdout)
+    n_test = len(test)
+    images = dataset.data
+    scale = (lambda x: x.float().div(127.5).sub(1)) if images.dtype == torch.uint8 else (lambda x: x)
+    net = ClassifierNet(images.shape[1], images.shape[-1], dataset.num_classes)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    steps = 0
+    while steps < cfg.classifier_steps:
+        for batch in train[torch.randperm(len(train), generator=generator)].split(128):
+            _, logits = net(scale(images[batch]))
+            loss = F.cross_entropy(logits, dataset.labels[batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            if steps == cfg.classifier_steps:
+                break
+    net.eval()
+    with torch.no_grad():
+        correct = sum((net(scale(images[b]))[1].argmax(1) == dataset.labels[b]).sum().item()
+                      for b in test.split(1024))
+    info = {"dataset": dataset.name, "accuracy": correct / n_test, "n_train": len(train),
+            "n_test": n_test, "steps": cfg.classifier_steps}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"spec": net.spec(), "state_dict": net.state_dict(), "info": info}, tmp)
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+class ClassifierExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper of a trained ClassifierNet (weights path required)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        saved = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+        self.net = ClassifierNet(**saved["spec"])
+        self.net.load_state_dict(saved["state_dict"])
+        self.info = saved["info"]
+        self.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return "penultimate", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits"}.get(metric, "penultimate")
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        x = x.float().div(127.5).sub(1.0)[:, : self.net.channels]
+        if x.shape[-1] != self.net.size:
+            x = F.interpolate(x, size=(self.net.size, self.net.size), mode="bilinear",
+                              align_corners=False, antialias=x.shape[-1] > self.net.size)
+        features, logits = self.net(x)
+        out = {"penultimate": features, "logits": logits}
+        return tuple(out[name] for name in self.features_list)
+
+
+register_feature_extractor(CLASSIFIER_NAME, ClassifierExtractor)
+
+
+# --- inception -------------------------------------------------------------------------
+
+
+def inception_weights(path: str | None) -> str | None:
+    """The weights file to use: `path`, else torch hub's cache; None lets torch-fidelity
+    download into that cache. Raises UserError when offline and neither exists."""
+    if path:
+        expanded = os.path.expanduser(path)
+        if not os.path.isfile(expanded):
+            raise UserError(f"metrics.inception_weights={path}: no such file")
+        return expanded
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    return str(cached) if cached.is_file() else None
+
+
+class UInt8Images(torch.utils.data.Dataset):
+    """uint8 (3, H, W) images as a Dataset: how torch-fidelity reads an input."""
+
+    def __init__(self, images: Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.images[i]
+
+
+def write_random_inception_weights(path: Path) -> Path:
+    """A weights file for torch-fidelity's InceptionV3 with random values: the real
+    network's cost and shapes without a download (tests and benchmarks)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    path = Path(path)
+    empty = path.with_name(path.stem + ".empty.pth")
+    torch.save({}, empty)
+    original = FeatureExtractorInceptionV3.load_state_dict
+    FeatureExtractorInceptionV3.load_state_dict = lambda self, *a, **k: None
+    try:
+        net = FeatureExtractorInceptionV3(INCEPTION_NAME, ["2048"],
+                                          feature_extractor_weights_path=str(empty))
+    finally:
+        FeatureExtractorInceptionV3.load_state_dict = original
+    torch.save(net.state_dict(), path)
+    empty.unlink()
+    return path
+
+
+def load_inception(path: str | None):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    weights = inception_weights(path)
+    try:
+        return FeatureExtractorInceptionV3(INCEPTION_NAME, ["2048", "logits_unbiased"],
+                                           feature_extractor_weights_path=weights, verbose=False)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError
+        if weights is not None:
+            raise UserError(f"InceptionV3 weights {weights} could not be loaded: {e}") from None
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+        raise UserError(
+            "metrics.extractor=inception needs the InceptionV3 weights, which could not be "
+            f"downloaded ({e.__class__.__name__}). Either put {INCEPTION_FILE} in the torch hub "
+            f"cache ({cache}), or pass metrics.inception_weights=/path/to/{INCEPTION_FILE}"
+        ) from None

@@ -1,0 +1,60 @@
+"""Plain torch generators and discriminators; they know nothing of losses.
+
+Every generator is `G(z, labels=None)`; every discriminator is
+`D(x, labels=None) = head(features(x))` (+ a class projection when conditional),
+so feature-level techniques reach D's last hidden features without knowing the
+architecture, and may replace `D.head`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ganrun.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganrun.models.layers import Discriminator, Generator, make_activation
+from ganrun.models.mlp import MLPDiscriminator, MLPGenerator
+from ganrun.models.resnet import ResNetDiscriminator, ResNetGenerator
+
+
+def output_activation(name: str, points: bool) -> nn.Module:
+    """The generator's last activation; `auto` matches the data range."""
+    if name == "auto":
+        name = "none" if points else "tanh"
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown output activation {name}")
+
+
+def build_models(cfg, data_shape: tuple[int, ...], num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
+    """Generator and discriminator for data of `data_shape` (C, H, W) or (2,);
+    conditional on `num_classes` classes when it is > 0."""
+    out_act = output_activation(cfg.out_activation, points=len(data_shape) == 1)
+    act_g, slope = cfg.activation, cfg.leaky_slope
+    act_d = cfg.activation_d or cfg.activation
+    cond = {"num_classes": num_classes}
+    if cfg.name == "mlp":
+        hidden = list(cfg.hidden_dims)
+        return (MLPGenerator(cfg.latent_dim, data_shape, hidden, cfg.batch_norm_g, act_g, slope,
+                             out_act, embed_dim=cfg.embed_dim, **cond),
+                MLPDiscriminator(data_shape, hidden, cfg.batch_norm_d, act_d, slope, **cond))
+    channels, size = data_shape[0], data_shape[-1]
+    if cfg.name == "dcgan":
+        return (DCGANGenerator(cfg.latent_dim, channels, size, cfg.base_channels, cfg.batch_norm_g,
+                               act_g, slope, out_act, cfg.upsample, embed_dim=cfg.embed_dim, **cond),
+                DCGANDiscriminator(channels, size, cfg.base_channels, cfg.batch_norm_d, act_d,
+                                   slope, **cond))
+    if cfg.name == "resnet":
+        return (ResNetGenerator(cfg.latent_dim, channels, size, cfg.g_channels, cfg.batch_norm_g,
+                                act_g, slope, out_act, embed_dim=cfg.embed_dim, **cond),
+                ResNetDiscriminator(channels, size, cfg.d_channels, cfg.batch_norm_d, act_d,
+                                    slope, **cond))
+    raise ValueError(f"unknown model {cfg.name}")
+
+
+__all__ = ["build_models", "output_activation", "make_activation", "Generator", "Discriminator",
+           "MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator",
+           "ResNetGenerator", "ResNetDiscriminator"]

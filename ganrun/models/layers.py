@@ -1,0 +1,60 @@
+"""Pieces every model shares: activations, and the conditional plumbing of G and D."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def make_activation(name: str, slope: float = 0.2) -> nn.Module:
+    """A fresh hidden-activation module (a regularizer may wrap each one, so none is shared)."""
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(slope)
+    if name == "elu":
+        return nn.ELU()
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    raise ValueError(f"unknown activation {name}")
+
+
+class Generator(nn.Module):
+    """G(z, labels): when conditional, a class embedding is concatenated to z."""
+
+    def __init__(self, latent_dim: int, num_classes: int = 0, embed_dim: int = 0):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        self.input_dim = latent_dim + (embed_dim if num_classes else 0)
+        if num_classes:
+            self.embed = nn.Embedding(num_classes, embed_dim)
+
+    def latent_input(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        return torch.cat([z, self.embed(labels)], dim=1) if self.num_classes else z
+
+
+class Discriminator(nn.Module):
+    """D(x, labels) = head(features(x)) (+ <embed(labels), features(x)>, the projection
+    discriminator of Miyato & Koyama 2018, when conditional). `head` may be replaced
+    by any module mapping (N, F) -> (N, 1)."""
+
+    def init_head(self, in_shape: tuple[int, ...], feature_dim: int, num_classes: int) -> None:
+        self.in_shape = tuple(in_shape)
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.head = nn.Linear(feature_dim, 1)
+        if num_classes:
+            self.embed = nn.Embedding(num_classes, feature_dim)
+
+    def features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        f = self.features(x)
+        out = self.head(f).squeeze(1)
+        if labels is not None and self.num_classes:
+            out = out + (self.embed(labels) * f).sum(1)
+        return out

@@ -1,0 +1,211 @@
+"""`ganrun-report <multirun dir>`: one ranked table of a sweep.
+
+Jobs that differ only by `seed` are one configuration. For each: the number of
+seeds, how many diverged or failed, mean ± std over seeds of every final metric,
+and images per second. Writes report.md, report.csv and report_<metric>.png
+(the metric against generator steps, one line per configuration, the seed
+spread shaded) into the sweep directory, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+# Lower is better for these; higher for the rest.
+LOWER_IS_BETTER = {"fid", "kid", "class_kl", "reverse_kl", "loss/d", "loss/g"}
+
+
+@dataclass
+class Job:
+    path: Path
+    config: str                 # its overrides without the seed: "loss=bce,optim=adam"
+    seed: str
+    status: str
+    reason: str | None
+    finals: dict[str, float]
+    images_per_second: float | None
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_job(path: Path) -> Job | None:
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return None
+    overrides = yaml.safe_load(overrides_file.read_text()) or []
+    seed = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "seed"), "0")
+    config = ",".join(sorted(o for o in overrides if o.split("=", 1)[0] != "seed")) or "(defaults)"
+    metrics_file = path / "metrics.json"
+    saved = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {
+        "status": "failed", "reason": "no metrics.json (killed before it was written)"}
+    finals = {k: v for k, v in {**saved.get("losses", {}), **saved.get("metrics", {})}.items()
+              if _number(v) is not None}
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    log = path / "metrics.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            for name, value in record["metrics"].items():
+                if _number(value) is not None:
+                    curves[name].append((record["step"], float(value)))
+    return Job(path, config, seed, saved.get("status", "failed"), saved.get("reason"),
+               {k: float(v) for k, v in finals.items()}, _number(saved.get("images_per_second")),
+               dict(curves))
+
+
+def collect(sweep: Path) -> list[Job]:
+    jobs = [read_job(p) for p in sorted(sweep.iterdir()) if p.is_dir()]
+    return [j for j in jobs if j is not None]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(jobs: list[Job], metric: str) -> tuple[list[dict], list[str]]:
+    """One row per configuration, sorted by `metric` (best first; NaN last)."""
+    by_config: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_config[job.config].append(job)
+    names = sorted({k for j in jobs if j.status == "finished" for k in j.finals})
+    rows = []
+    for config, group in by_config.items():
+        finished = [j for j in group if j.status == "finished"]
+        row = {"config": config, "seeds": len(group), "finished": len(finished),
+               "diverged": sum(j.status == "diverged" for j in group),
+               "failed": sum(j.status not in ("finished", "diverged") for j in group)}
+        for name in names:
+            row[name] = _mean_std([j.finals[name] for j in finished if name in j.finals])
+        speeds = [j.images_per_second for j in finished if j.images_per_second]
+        row["images/s"] = statistics.fmean(speeds) if speeds else math.nan
+        rows.append(row)
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+
+    def key(row):
+        value = row.get(metric, (math.nan, math.nan))[0]
+        return (math.isnan(value), sign * value if not math.isnan(value) else 0.0)
+
+    return sorted(rows, key=key), names
+
+
+def _cell(value: tuple[float, float]) -> str:
+    mean, std = value
+    return "—" if math.isnan(mean) else f"{mean:.4g} ± {std:.2g}"
+
+
+def write_reports(sweep: Path, rows: list[dict], names: list[str], metric: str,
+                  jobs: list[Job]) -> list[Path]:
+    header = ["configuration", "seeds", "diverged", "failed", *names, "images/s"]
+    lines = [f"# Sweep {sweep.name}: {len(rows)} configurations, sorted by {metric} "
+             f"({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in rows:
+        cells = [f"`{row['config']}`", str(row["seeds"]), str(row["diverged"]), str(row["failed"]),
+                 *(_cell(row[n]) for n in names), f"{row['images/s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    problems = [j for j in jobs if j.status != "finished"]
+    if problems:
+        lines += ["", "Jobs that did not finish:", ""]
+        lines += [f"- `{j.path.name}`: {j.status}: {j.reason}" for j in problems]
+    md = sweep / "report.md"
+    md.write_text("\n".join(lines) + "\n")
+    out = sweep / "report.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["config", "seeds", "finished", "diverged", "failed",
+                         *(f"{n}_{s}" for n in names for s in ("mean", "std")), "images_per_s"])
+        for row in rows:
+            writer.writerow([row["config"], row["seeds"], row["finished"], row["diverged"],
+                             row["failed"], *(v for n in names for v in row[n]), row["images/s"]])
+    written = [md, out]
+    plot = plot_curves(sweep, jobs, metric)
+    if plot:
+        written.append(plot)
+    return written
+
+
+def plot_curves(sweep: Path, jobs: list[Job], metric: str) -> Path | None:
+    """`metric` against generator steps: the mean over seeds per configuration, with
+    the spread between the lowest and highest seed shaded."""
+    series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for job in jobs:
+        for step, value in job.curves.get(metric, []):
+            series[job.config][step].append(value)
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for config, points in sorted(series.items()):
+        steps = sorted(points)
+        mean = [statistics.fmean(points[s]) for s in steps]
+        line = ax.plot(steps, mean, marker="o", markersize=3, label=config)[0]
+        ax.fill_between(steps, [min(points[s]) for s in steps], [max(points[s]) for s in steps],
+                        color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("generator steps")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{sweep.name}: {metric}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = sweep / f"report_{metric.replace('/', '_')}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def report(sweep: str | Path, metric: str = "fid") -> tuple[list[dict], list[str], list[Path]]:
+    sweep = Path(sweep).expanduser()
+    if not sweep.is_dir():
+        raise FileNotFoundError(f"{sweep}: no such directory")
+    jobs = collect(sweep)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep}: no job directories (with .hydra/overrides.yaml)")
+    rows, names = summarise(jobs, metric)
+    if metric not in names:
+        raise KeyError(f"metric {metric} not in the jobs' results; available: {', '.join(names)}")
+    return rows, names, write_reports(sweep, rows, names, metric, jobs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="ganrun-report", description=__doc__.split("\n")[0])
+    parser.add_argument("sweep", help="a multirun directory (outputs/multiruns/<stamp>)")
+    parser.add_argument("--metric", default=None,
+                        help="metric to sort and plot by (default: fid when logged, else loss/g)")
+    args = parser.parse_args()
+    try:
+        metric = args.metric
+        if metric is None:
+            jobs = collect(Path(args.sweep).expanduser()) if Path(args.sweep).is_dir() else []
+            logged = {k for j in jobs for k in j.finals}
+            metric = "fid" if "fid" in logged else "loss/g"
+        rows, names, written = report(args.sweep, metric)
+    except (FileNotFoundError, KeyError) as e:
+        print(f"ganrun-report: error: {str(e).strip(chr(39))}", file=sys.stderr)
+        sys.exit(1)
+    print((Path(args.sweep) / "report.md").read_text())
+    print("written: " + ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Pictures of samples: an image grid, or a scatter of 2-D points over the real data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def image_grid(images: Tensor, nrow: int | None = None) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> uint8 (H', W', 3) grid, 2 px gaps."""
+    from torchvision.utils import make_grid
+
+    nrow = nrow or math.ceil(math.sqrt(images.shape[0]))
+    grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def point_scatter(real: Tensor, fake: Tensor, size: int = 384) -> np.ndarray:
+    """Real points in grey and generated points in blue on a white (size, size, 3) canvas."""
+    real, fake = real.float().cpu(), fake.float().cpu()
+    limit = float((real if real.numel() else fake).abs().max()) * 1.25 + 1e-6
+    canvas = np.full((size, size, 3), 255, dtype=np.uint8)
+    for points, colour in ((real, (170, 170, 170)), (fake, (31, 119, 180))):
+        pixels = ((points / limit + 1) * 0.5 * (size - 1)).round().long()
+        inside = ((pixels >= 0) & (pixels < size - 1)).all(dim=1)
+        x, y = pixels[inside, 0].numpy(), (size - 2 - pixels[inside, 1]).numpy()
+        for dx in (0, 1):
+            for dy in (0, 1):
+                canvas[y + dy, x + dx] = colour
+    return canvas
+
+
+def save_png(picture: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(picture).save(tmp)
+    tmp.replace(path)

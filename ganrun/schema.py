@@ -1,0 +1,617 @@
+"""Dataclass schemas for every config group, and `validate(cfg)`.
+
+The YAML files under configs/ hold the defaults; a schema holds only the keys
+and their types (every field MISSING), so the two cannot drift apart.
+
+Hydra already refuses `optim.lrr=1` (no such key) and `loss=nope` (no such
+option). `validate` catches what Hydra lets through: `+optim.lrr=1`, a value of
+the wrong type (`optim.lr_d=abc`) and values that cannot work (a zero learning
+rate, an image size the model cannot make). It runs before anything heavy is
+imported, and every message names the key at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from ganrun.errors import ObjectiveError, UserError
+
+# --- dataset -----------------------------------------------------------------
+
+
+@dataclass
+class ImageDatasetConfig:
+    name: str = MISSING
+    root: str | None = MISSING
+    image_size: int = MISSING
+    channels: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class DownloadableDatasetConfig(ImageDatasetConfig):
+    download: bool = MISSING
+
+
+@dataclass
+class Ring8Config:
+    name: str = MISSING
+    batch_size: int = MISSING
+    n_samples: int = MISSING
+    radius: float = MISSING
+    std: float = MISSING
+
+
+@dataclass
+class Grid25Config:
+    name: str = MISSING
+    batch_size: int = MISSING
+    n_samples: int = MISSING
+    spacing: float = MISSING
+    std: float = MISSING
+
+
+DATASETS: dict[str, type] = {
+    "digits": ImageDatasetConfig,
+    "mnist": DownloadableDatasetConfig,
+    "fashion_mnist": DownloadableDatasetConfig,
+    "cifar10": DownloadableDatasetConfig,
+    "image_folder": ImageDatasetConfig,
+    "ring8": Ring8Config,
+    "grid25": Grid25Config,
+}
+LABELLED_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+POINT_DATASETS = ("ring8", "grid25")
+
+# --- model -------------------------------------------------------------------
+
+OUT_ACTIVATIONS = ("auto", "tanh", "sigmoid", "none")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "tanh", "sigmoid")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    latent_dim: int = MISSING
+    conditional: bool = MISSING
+    embed_dim: int = MISSING
+    activation: str = MISSING
+    activation_d: str | None = MISSING
+    leaky_slope: float = MISSING
+    batch_norm_g: bool = MISSING
+    batch_norm_d: bool = MISSING
+    out_activation: str = MISSING
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    hidden_dims: list[int] = MISSING
+
+
+@dataclass
+class DCGANConfig(ModelConfig):
+    base_channels: int = MISSING
+    upsample: str = MISSING
+
+
+@dataclass
+class ResNetConfig(ModelConfig):
+    g_channels: int = MISSING
+    d_channels: int = MISSING
+
+
+MODELS: dict[str, type] = {"mlp": MLPConfig, "dcgan": DCGANConfig, "resnet": ResNetConfig}
+IMAGE_SIZES = {"dcgan": (8, 16, 32, 64), "resnet": (16, 32, 64)}
+UPSAMPLES = ("transposed", "nearest")
+
+# --- loss --------------------------------------------------------------------
+
+
+@dataclass
+class LossConfig:
+    name: str = MISSING
+
+
+@dataclass
+class LSGANConfig(LossConfig):
+    a: float = MISSING
+    b: float = MISSING
+    c: float = MISSING
+
+
+@dataclass
+class MMDConfig(LossConfig):
+    space: str = MISSING
+    kernel: str = MISSING
+    bandwidths: list[float] = MISSING
+
+
+LOSSES: dict[str, type] = {
+    "bce": LossConfig,
+    "nsgan": LossConfig,
+    "wgan": LossConfig,
+    "wgan_gp": LossConfig,
+    "lsgan": LSGANConfig,
+    "hinge": LossConfig,
+    "ragan": LossConfig,
+    "mmd": MMDConfig,
+}
+# Losses whose D loss has real / fake targets that label smoothing can change.
+TARGET_LOSSES = ("bce", "nsgan", "lsgan")
+
+# --- optim -------------------------------------------------------------------
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING
+    lr_g: float = MISSING
+    lr_d: float = MISSING
+    weight_decay: float = MISSING
+    n_critic: int = MISSING
+    n_gen: int = MISSING
+    decay: str = MISSING
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    betas: list[float] = MISSING
+    eps: float = MISSING
+
+
+@dataclass
+class RMSpropConfig(OptimConfig):
+    alpha: float = MISSING
+    eps: float = MISSING
+    momentum: float = MISSING
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+
+
+@dataclass
+class AdagradConfig(OptimConfig):
+    eps: float = MISSING
+
+
+@dataclass
+class AdadeltaConfig(OptimConfig):
+    rho: float = MISSING
+    eps: float = MISSING
+
+
+OPTIMS: dict[str, type] = {"adam": AdamConfig, "rmsprop": RMSpropConfig, "sgd": SGDConfig,
+                           "adagrad": AdagradConfig, "adadelta": AdadeltaConfig}
+DECAYS = ("none", "linear", "cosine")
+
+# --- regularizers --------------------------------------------------------------
+
+
+@dataclass
+class GradientPenaltyConfig:
+    weight: float = MISSING
+    one_sided: bool = MISSING
+
+
+@dataclass
+class WeightClipConfig:
+    clip: float = MISSING
+
+
+@dataclass
+class SpectralNormConfig:
+    n_power_iterations: int = MISSING
+    generator: bool = MISSING
+
+
+@dataclass
+class LabelSmoothingConfig:
+    alpha: float = MISSING
+
+
+@dataclass
+class R1Config:
+    gamma: float = MISSING
+    every: int = MISSING
+
+
+@dataclass
+class DRAGANConfig:
+    weight: float = MISSING
+    c: float = MISSING
+
+
+@dataclass
+class DropoutConfig:
+    rate: float = MISSING
+    d: bool = MISSING
+    g: bool = MISSING
+
+
+@dataclass
+class MinibatchDiscriminationConfig:
+    kernels: int = MISSING
+    kernel_dim: int = MISSING
+
+
+@dataclass
+class MinibatchStdDevConfig:
+    group_size: int = MISSING
+
+
+@dataclass
+class LabelNoiseConfig:
+    fraction: float = MISSING
+
+
+@dataclass
+class InstanceNoiseConfig:
+    std: float = MISSING
+    anneal_steps: int | None = MISSING
+
+
+@dataclass
+class ExperienceReplayConfig:
+    size: int = MISSING
+    fraction: float = MISSING
+
+
+@dataclass
+class WeightConfig:
+    weight: float = MISSING
+
+
+@dataclass
+class DiversityConfig:
+    weight: float = MISSING
+    eps: float = MISSING
+
+
+@dataclass
+class HistoricalAveragingConfig:
+    weight: float = MISSING
+    generator: bool = MISSING
+
+
+@dataclass
+class EMAConfig:
+    decay: float = MISSING
+
+
+REGULARIZERS: dict[str, type] = {
+    "gradient_penalty": GradientPenaltyConfig,
+    "r1": R1Config,
+    "dragan": DRAGANConfig,
+    "weight_clip": WeightClipConfig,
+    "spectral_norm": SpectralNormConfig,
+    "dropout": DropoutConfig,
+    "minibatch_discrimination": MinibatchDiscriminationConfig,
+    "minibatch_stddev": MinibatchStdDevConfig,
+    "label_smoothing": LabelSmoothingConfig,
+    "label_noise": LabelNoiseConfig,
+    "instance_noise": InstanceNoiseConfig,
+    "experience_replay": ExperienceReplayConfig,
+    "feature_matching": WeightConfig,
+    "diversity": DiversityConfig,
+    "historical_averaging": HistoricalAveragingConfig,
+    "ema": EMAConfig,
+}
+TARGET_REGULARIZERS = ("label_smoothing", "label_noise")
+# Regularizers that act on D (its inputs, outputs, weights or loss): meaningless
+# when the loss trains no D (mmd on raw samples).
+D_REGULARIZERS = ("gradient_penalty", "r1", "dragan", "weight_clip", "spectral_norm",
+                  "minibatch_discrimination", "minibatch_stddev", "label_smoothing",
+                  "label_noise", "instance_noise", "experience_replay", "feature_matching")
+# Pairs that contradict each other: both bound D's Lipschitz constant, and
+# clipping the weights of a spectrally normalised layer clips the wrong tensor.
+INCOMPATIBLE = {frozenset({"weight_clip", "spectral_norm"})}
+
+# --- the rest ----------------------------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = MISSING
+    devices: Any = MISSING
+    precision: str = MISSING
+    strategy: str = MISSING
+    deterministic: bool = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    flush_secs: int = MISSING
+
+
+@dataclass
+class TrainConfig:
+    steps: int = MISSING
+    ckpt_every: int = MISSING
+
+
+@dataclass
+class LogConfig:
+    every: int = MISSING
+    sample_every: int = MISSING
+    n_samples: int = MISSING
+
+
+@dataclass
+class MetricsConfig:
+    names: list[str] = MISSING
+    every: int = MISSING
+    n_fake: int = MISSING
+    n_real: int = MISSING
+    extractor: str = MISSING
+    inception_weights: str | None = MISSING
+    batch_size: int = MISSING
+    pr_k: int = MISSING
+    dc_k: int = MISSING
+    kid_subsets: int = MISSING
+    kid_subset_size: int = MISSING
+    class_min_share: float = MISSING
+    classifier_steps: int = MISSING
+    classifier_holdout: float = MISSING
+    cache_dir: str = MISSING
+
+
+METRIC_NAMES = ("fid", "kid", "is", "pr", "dc", "class_coverage", "modes")
+EXTRACTORS = ("auto", "classifier", "inception", "raw")
+
+
+@dataclass
+class SampleConfig:
+    latent: str = MISSING
+    truncation: float | None = MISSING
+
+
+@dataclass
+class RootConfig:
+    seed: int = MISSING
+    ckpt_path: str | None = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    optimized_metric: str | None = MISSING
+    study: Any = None  # free-form: values a preset's interpolations read (experiment=optimizer_study)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+GROUPS: dict[str, dict[str, type]] = {
+    "dataset": DATASETS,
+    "model": MODELS,
+    "loss": LOSSES,
+    "optim": OPTIMS,
+}
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Return `cfg` checked against the schemas, values converted to their types."""
+    checked = {name: _check_group(cfg, name, options) for name, options in GROUPS.items()}
+    checked["regularizer"] = _check_regularizers(cfg.get("regularizer") or {})
+    rest = {k: v for k, v in cfg.items() if k not in checked}
+    root = _merge(RootConfig, OmegaConf.create(rest), prefix="")
+    out = OmegaConf.create(
+        {**OmegaConf.to_container(root), **{k: OmegaConf.to_container(v) for k, v in checked.items()}}
+    )
+    OmegaConf.set_struct(out, True)
+    missing = sorted(OmegaConf.missing_keys(out))
+    if missing:
+        raise UserError(f"{missing[0]}: no value given (set it with {missing[0]}=...)")
+    _check_values(out)
+    return out
+
+
+def _check_group(cfg: DictConfig, group: str, options: dict[str, type]) -> DictConfig:
+    node = cfg.get(group)
+    if node is None or "name" not in node:
+        raise UserError(f"{group}: no option selected; choose one of {', '.join(options)}")
+    name = node.name
+    if name not in options:
+        raise UserError(f"{group}.name: unknown {group} '{name}'; valid: {', '.join(options)}")
+    return _merge(options[name], node, prefix=f"{group}.", option=f"{group}={name}")
+
+
+def _check_regularizers(node: DictConfig) -> DictConfig:
+    checked = {}
+    for name, params in node.items():
+        if name not in REGULARIZERS:
+            raise UserError(
+                f"regularizer.{name}: unknown regularizer; valid: {', '.join(REGULARIZERS)}"
+            )
+        checked[name] = _merge(
+            REGULARIZERS[name], params or {}, prefix=f"regularizer.{name}.",
+            option=f"regularizer {name}",
+        )
+    for pair in INCOMPATIBLE:
+        if pair <= set(checked):
+            a, b = sorted(pair)
+            raise UserError(
+                f"regularizer: {a} and {b} cannot be combined (both constrain D's "
+                f"Lipschitz constant); choose one"
+            )
+    return OmegaConf.create({k: OmegaConf.to_container(v) for k, v in checked.items()})
+
+
+def _merge(schema: type, node: Any, prefix: str, option: str | None = None) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except ConfigKeyError as e:
+        valid = ", ".join(f.name for f in fields(schema) if f.name != "name")
+        where = f" for {option}" if option else ""
+        raise UserError(f"{prefix}{e.full_key}: unknown key{where}; valid keys: {valid}") from None
+    except ValidationError as e:
+        expected = _type_name(schema, e.full_key)
+        raise UserError(
+            f"{prefix}{e.full_key}: {_short(e)}{expected}"
+        ) from None
+    except OmegaConfBaseException as e:
+        raise UserError(f"{prefix}{e.full_key}: {_short(e)}") from None
+
+
+def _type_name(schema: type, full_key: str) -> str:
+    top = str(full_key).split(".")[0].split("[")[0]
+    for f in fields(schema):
+        if f.name == top:
+            t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            return f" (expected {t})"
+    return ""
+
+
+def _short(e: OmegaConfBaseException) -> str:
+    return str(e).splitlines()[0]
+
+
+def _one_of(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise UserError(f"{key}: '{value}' is not supported; valid: {', '.join(map(str, allowed))}")
+
+
+def _check_values(cfg: DictConfig) -> None:
+    positive = {
+        "optim.lr_g": cfg.optim.lr_g,
+        "optim.lr_d": cfg.optim.lr_d,
+        "optim.n_critic": cfg.optim.n_critic,
+        "optim.n_gen": cfg.optim.n_gen,
+        "dataset.batch_size": cfg.dataset.batch_size,
+        "model.latent_dim": cfg.model.latent_dim,
+        "train.steps": cfg.train.steps,
+        "train.ckpt_every": cfg.train.ckpt_every,
+        "log.every": cfg.log.every,
+        "log.sample_every": cfg.log.sample_every,
+        "log.n_samples": cfg.log.n_samples,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise UserError(f"{key} must be > 0 (got {value})")
+    _one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    _one_of("optim.decay", cfg.optim.decay, DECAYS)
+    _one_of("sample.latent", cfg.sample.latent, ("normal", "uniform"))
+    if cfg.sample.truncation is not None and not cfg.sample.truncation > 0:
+        raise UserError(f"sample.truncation must be > 0 or null (got {cfg.sample.truncation})")
+    _check_model(cfg)
+    _check_loss_and_regularizers(cfg)
+    _check_metrics(cfg)
+
+
+# What each metric name in metrics.names produces, for optimized_metric.
+METRIC_OUTPUTS = {
+    "fid": ("fid",), "kid": ("kid",), "is": ("is",), "pr": ("precision", "recall"),
+    "dc": ("density", "coverage"), "class_coverage": ("classes_covered", "class_kl"),
+    "modes": ("modes", "high_quality", "reverse_kl"),
+}
+LOSS_OUTPUTS = ("loss/d", "loss/g", "D/real", "D/fake")
+
+
+def _check_metrics(cfg: DictConfig) -> None:
+    metrics = cfg.metrics
+    for name in metrics.names:
+        _one_of("metrics.names", name, METRIC_NAMES)
+    target = cfg.optimized_metric
+    if target is not None:
+        available = [*LOSS_OUTPUTS, *(o for n in metrics.names for o in METRIC_OUTPUTS[n])]
+        if target not in available:
+            raise ObjectiveError(
+                f"optimized_metric={target} is not logged by this run; valid: "
+                f"{', '.join(available)} (metrics.names={list(metrics.names)})"
+            )
+    _one_of("metrics.extractor", metrics.extractor, EXTRACTORS)
+    points = cfg.dataset.name in POINT_DATASETS
+    if metrics.extractor == "classifier" and cfg.dataset.name not in LABELLED_DATASETS:
+        raise UserError(f"metrics.extractor=classifier needs class labels; dataset="
+                        f"{cfg.dataset.name} has none (use inception)")
+    if metrics.extractor in ("classifier", "inception") and points:
+        raise UserError(f"metrics.extractor={metrics.extractor} needs images; dataset="
+                        f"{cfg.dataset.name} is 2-D points (use raw or auto)")
+    if metrics.extractor == "raw" and not points:
+        raise UserError("metrics.extractor=raw is for the 2-D mixtures; use classifier or inception")
+    for key in ("every", "n_fake", "n_real", "batch_size", "pr_k", "dc_k", "kid_subsets",
+                "kid_subset_size", "classifier_steps"):
+        if not metrics[key] > 0:
+            raise UserError(f"metrics.{key} must be > 0 (got {metrics[key]})")
+    if metrics.names and metrics.n_fake <= max(metrics.pr_k, metrics.dc_k):
+        raise UserError(f"metrics.n_fake={metrics.n_fake} is too small for k-NN metrics")
+
+
+def _check_model(cfg: DictConfig) -> None:
+    model, dataset = cfg.model, cfg.dataset
+    _one_of("model.out_activation", model.out_activation, OUT_ACTIVATIONS)
+    _one_of("model.activation", model.activation, ACTIVATIONS)
+    if model.activation_d is not None:
+        _one_of("model.activation_d", model.activation_d, ACTIVATIONS)
+    points = dataset.name in POINT_DATASETS
+    if points:
+        if model.name != "mlp":
+            raise UserError(f"model={model.name} needs images; dataset={dataset.name} is 2-D "
+                            f"points (use model=mlp)")
+        if model.out_activation == "sigmoid":
+            raise UserError(f"model.out_activation=sigmoid cannot reach dataset={dataset.name}'s "
+                            f"points outside [0, 1]; use auto or none")
+    else:
+        if dataset.channels not in (1, 3):
+            raise UserError(f"dataset.channels must be 1 or 3 (got {dataset.channels})")
+        if dataset.image_size < 4:
+            raise UserError(f"dataset.image_size must be >= 4 (got {dataset.image_size})")
+    if model.name in IMAGE_SIZES and dataset.image_size not in IMAGE_SIZES[model.name]:
+        raise UserError(
+            f"dataset.image_size={dataset.image_size} is not supported by model={model.name}; "
+            f"valid: {', '.join(map(str, IMAGE_SIZES[model.name]))}"
+        )
+    if model.name == "dcgan":
+        _one_of("model.upsample", model.upsample, UPSAMPLES)
+    if model.conditional and dataset.name not in LABELLED_DATASETS:
+        raise UserError(
+            f"model.conditional=true needs class labels; dataset={dataset.name} has none "
+            f"(labelled: {', '.join(LABELLED_DATASETS)})"
+        )
+    if model.conditional and "experience_replay" in cfg.regularizer:
+        raise UserError("regularizer experience_replay keeps past fakes without their labels: "
+                        "it cannot be combined with model.conditional=true")
+
+
+def _check_loss_and_regularizers(cfg: DictConfig) -> None:
+    loss, regs = cfg.loss, cfg.regularizer
+    if loss.name == "mmd":
+        _one_of("loss.space", loss.space, ("features", "samples"))
+        _one_of("loss.kernel", loss.kernel, ("rbf", "rq"))
+        if not loss.bandwidths or min(loss.bandwidths) <= 0:
+            raise UserError("loss.bandwidths must be a non-empty list of positive numbers")
+        acting_on_d = [r for r in regs if r in D_REGULARIZERS]
+        if loss.space == "samples" and acting_on_d:
+            raise UserError(
+                f"regularizer {acting_on_d[0]} acts on D, but loss=mmd with loss.space=samples "
+                f"trains no D; use loss.space=features or drop it"
+            )
+    for name in TARGET_REGULARIZERS:
+        if name in regs and loss.name not in TARGET_LOSSES:
+            raise UserError(
+                f"regularizer {name} needs a loss with real/fake targets "
+                f"({', '.join(TARGET_LOSSES)}); loss={loss.name} has none"
+            )
+    fractions = {
+        "label_smoothing.alpha": ("label_smoothing", "alpha"),
+        "label_noise.fraction": ("label_noise", "fraction"),
+        "experience_replay.fraction": ("experience_replay", "fraction"),
+        "dropout.rate": ("dropout", "rate"),
+        "ema.decay": ("ema", "decay"),
+    }
+    for key, (name, field_name) in fractions.items():
+        if name in regs and not 0.0 <= regs[name][field_name] <= 1.0:
+            raise UserError(f"regularizer.{key} must be in [0, 1] (got {regs[name][field_name]})")
+    if "weight_clip" in regs and not regs.weight_clip.clip > 0:
+        raise UserError("regularizer.weight_clip.clip must be > 0")
+    if "diversity" in regs and cfg.dataset.batch_size < 2:
+        raise UserError("regularizer diversity compares pairs of samples: dataset.batch_size >= 2")
+    if "dropout" in regs and not (regs.dropout.d or regs.dropout.g):
+        raise UserError("regularizer.dropout: set d=true and/or g=true")

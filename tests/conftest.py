@@ -1,0 +1,155 @@
+"""Shared fixtures: compose the shipped configs, and write small datasets in the
+real on-disk formats (MNIST IDX files, CIFAR-10 pickles, image folders)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import ganrun.cli  # noqa: F401  (registers the ganrun_safe_name resolver)
+
+REPO = Path(__file__).resolve().parents[1]
+GANRUN = str(Path(sys.executable).with_name("ganrun"))
+
+
+def compose_cfg(*overrides: str) -> tuple[DictConfig, dict]:
+    """The config `ganrun <overrides>` would run, and Hydra's group choices."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module("ganrun.configs", version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+FAST = ("train.steps=4", "train.ckpt_every=4", "log.every=2", "log.sample_every=4",
+        "trainer.accelerator=cpu", "metrics=none")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ganrun_cache(tmp_path_factory):
+    """Classifiers and real-data statistics go to a temporary cache, shared by the session."""
+    cache = tmp_path_factory.mktemp("ganrun-cache")
+    os.environ["GANRUN_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture
+def train_fast(tmp_path):
+    """Run a few generator steps in-process; returns (result, run_dir)."""
+    from ganrun.train import run
+
+    def _run(*overrides: str, name: str = "run"):
+        cfg, choices = compose_cfg(*FAST, *overrides)
+        run_dir = tmp_path / name
+        return run(cfg, run_dir=run_dir, hydra_choices=choices), run_dir
+
+    return _run
+
+
+# --- datasets in their real formats --------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    """An IDX file as MNIST ships it: magic (0, 0, 0x08 = ubyte, ndim), sizes, data."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def make_mnist(root: Path, folder: str = "MNIST", n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """train/t10k image and label IDX files under root/<folder>/raw; returns train images, labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
+    raw = root / folder / "raw"
+    write_idx(raw / "train-images-idx3-ubyte", images)
+    write_idx(raw / "train-labels-idx1-ubyte", labels)
+    write_idx(raw / "t10k-images-idx3-ubyte", images[:16])
+    write_idx(raw / "t10k-labels-idx1-ubyte", labels[:16])
+    return images, labels
+
+
+def make_cifar10(root: Path, n_per_batch: int = 20, seed: int = 0) -> tuple[np.ndarray, list]:
+    """cifar-10-batches-py/ with the five training pickles, test_batch and batches.meta,
+    in the layout of the real archive (rows of 3072 uint8, channel-major)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    all_images, all_labels = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        rows = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=(n_per_batch,)).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rows, "labels": labels, "batch_label": name}, f)
+        if name != "test_batch":
+            all_images.append(rows.reshape(-1, 3, 32, 32))
+            all_labels += labels
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck"]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names, "num_cases_per_batch": n_per_batch}, f)
+    return np.concatenate(all_images), all_labels
+
+
+def make_image_folder(root: Path, n: int = 12, size: tuple[int, int] = (40, 30), seed: int = 0) -> list[Path]:
+    """PNG and JPEG images of mixed modes in nested folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        sub = root / ("a" if i % 2 else "b") / ("deep" if i % 3 == 0 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        array = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        img = Image.fromarray(array)
+        mode = ("RGB", "L", "RGBA", "P")[i % 4]
+        img = img.convert(mode)
+        ext = ".jpg" if mode in ("RGB", "L") and i % 5 == 0 else ".png"
+        path = sub / f"img_{i:03d}{ext}"
+        img.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def tv_root(tmp_path):
+    """A dataset.root holding fixture MNIST, FashionMNIST and CIFAR-10."""
+    root = tmp_path / "data"
+    make_mnist(root, "MNIST")
+    make_mnist(root, "FashionMNIST", seed=1)
+    make_cifar10(root)
+    return root
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    root = tmp_path / "images"
+    make_image_folder(root)
+    return root
+
+
+def cli_env() -> dict:
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,139 @@
+"""The `ganrun` command: errors, single runs and sweeps, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import GANRUN, REPO, cli_env
+from tbread import hparams, scalars
+
+
+def ganrun(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    return subprocess.run([GANRUN, *args], cwd=cwd, capture_output=True, text=True,
+                          env=env or cli_env(), timeout=timeout)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("loss=nope", ["Could not find 'loss/nope'", "bce", "nsgan", "wgan_gp", "lsgan", "hinge"]),
+    ("optim.lr_d=abc", ["optim.lr_d", "'abc'", "float"]),
+    ("optim.lrr=1", ["optim.lrr", "+optim.lrr=1"]),
+    ("+optim.lrr=1", ["optim.lrr: unknown key for optim=adam", "lr_g, lr_d"]),
+    ("optim.lr_g=-1", ["optim.lr_g must be > 0 (got -1.0)"]),
+    ("model=dcgan dataset.image_size=24", ["dataset.image_size=24", "model=dcgan", "8, 16, 32, 64"]),
+    ("loss=hinge regularizer=[label_smoothing]", ["label_smoothing", "loss=hinge"]),
+])
+def test_bad_overrides_stop_before_training_and_name_the_key(tmp_path, override, expected):
+    proc = ganrun(*override.split(), cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in output, output
+    assert "Traceback" not in output
+    # Nothing trained: no checkpoint, no events.
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("events.out*"))
+
+
+def test_full_error_shows_the_traceback(tmp_path):
+    env = {**cli_env(), "HYDRA_FULL_ERROR": "1"}
+    proc = ganrun("+optim.lrr=1", cwd=tmp_path, env=env)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_single_run_outputs_and_metrics(tmp_path):
+    proc = ganrun("train.steps=30", "log.every=10", "log.sample_every=15", "metrics.every=15",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["status"] == "finished" and saved["g_steps"] == 30
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
+        "step_0000015.png", "step_0000030.png"]
+    logged = scalars(run_dir / "tb")
+    assert [s for s, _ in logged["loss/g"]] == [10, 20, 30]
+    assert "step 30/30" in proc.stdout + proc.stderr
+    # The default metrics on digits, at the configured interval, in TensorBoard and the log.
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [15, 30]
+    for name in ("fid", "is", "kid", "precision", "recall", "classes_covered"):
+        assert [s for s, _ in logged[f"metrics/{name}"]] == [15, 30]
+        assert logged[f"metrics/{name}"][-1][1] == pytest.approx(lines[-1]["metrics"][name],
+                                                                 rel=1e-6)
+    assert lines[-1]["extractor"].startswith("digits-") and lines[-1]["n_fake"] == 2000
+    assert saved["metrics"] == lines[-1]["metrics"]
+
+
+def test_multirun_names_jobs_by_overrides_and_logs_their_hparams(tmp_path):
+    proc = ganrun("-m", "loss=bce,hinge", "optim=adam,sgd", "train.steps=20", "seed=7",
+                  "log.every=10", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # Hydra's override_dirname: sorted key=value pairs; seed is excluded.
+    assert jobs == [
+        "0_log.every=10,loss=bce,optim=adam,train.steps=20",
+        "1_log.every=10,loss=bce,optim=sgd,train.steps=20",
+        "2_log.every=10,loss=hinge,optim=adam,train.steps=20",
+        "3_log.every=10,loss=hinge,optim=sgd,train.steps=20",
+    ]
+    seen = set()
+    for job in jobs:
+        values, metrics = hparams(sweep / job / "tb")
+        seen.add((values["loss"], values["optim"]))
+        assert values["seed"] == 7 and values["train.steps"] == 20
+        assert [s for s, _ in scalars(sweep / job / "tb")["loss/d"]] == [10, 20]
+        assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "finished"
+    assert seen == {("bce", "adam"), ("bce", "sgd"), ("hinge", "adam"), ("hinge", "sgd")}
+
+
+def test_sweep_dir_names_are_safe_for_paths():
+    from ganrun.cli import safe_name
+
+    assert safe_name("dataset.root=/data/imgs,loss=bce") == "dataset.root=_data_imgs,loss=bce"
+    long = ",".join(f"k{i}=v{i}" for i in range(60))
+    name = safe_name(long)
+    assert len(name) <= 120 and name != safe_name(long + ",x=1")
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    proc = ganrun("-m", "optim.lr_d=-1,0.0002", "train.steps=5", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    statuses = {p.name: json.loads((p / "metrics.json").read_text())["status"]
+                for p in sweep.iterdir() if (p / "metrics.json").exists()}
+    assert statuses == {"0_optim.lr_d=-1,train.steps=5": "failed",
+                        "1_optim.lr_d=0.0002,train.steps=5": "finished"}
+
+
+def test_help_lists_groups_quickly(tmp_path):
+    proc = ganrun("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for group in ("dataset:", "loss:", "optim:", "regularizer:", "model:"):
+        assert group in proc.stdout
+
+
+def test_non_editable_wheel_finds_its_configs_from_any_directory(tmp_path):
+    """`pip install .` (a real wheel, not the editable checkout) ships ganrun.configs."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheel_dir), str(REPO)], check=True, capture_output=True)
+    (wheel,) = wheel_dir.glob("ganrun-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    env = {**cli_env(), "PYTHONPATH": str(target)}
+    where = subprocess.run([sys.executable, "-c", "import ganrun.configs as c; print(c.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(target))
+    assert (target / "ganrun" / "configs" / "loss" / "wgan_gp.yaml").is_file()
+    info = ganrun("--info", "searchpath", cwd=tmp_path, env=env)
+    assert "pkg://ganrun.configs" in info.stdout
+    proc = ganrun("train.steps=5", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["g_steps"] == 5

@@ -1,0 +1,171 @@
+"""Metrics: our numbers against torch-fidelity's, the digits classifier, the caches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+from omegaconf import OmegaConf
+
+from ganrun.data import load_dataset
+from ganrun.errors import UserError
+from ganrun.metrics import engine
+from ganrun.metrics.evaluator import Evaluator
+from ganrun.metrics.extractors import (
+    CLASSIFIER_NAME,
+    INCEPTION_NAME,
+    UInt8Images,
+    holdout_split,
+    write_random_inception_weights,
+)
+
+from conftest import compose_cfg
+
+
+def metrics_cfg(**overrides):
+    cfg, _ = compose_cfg(*(f"metrics.{k}={v}" for k, v in overrides.items()))
+    return cfg.metrics, cfg.dataset
+
+
+def _digits_pair(n_fake=300):
+    dataset = load_dataset(OmegaConf.create({"name": "digits", "image_size": 16, "channels": 1}))
+    g = torch.Generator().manual_seed(5)
+    # "Generated": real digits with noise, so the two sets differ.
+    fake = (dataset.data[torch.randperm(len(dataset), generator=g)[:n_fake]]
+            + 0.3 * torch.randn(n_fake, 1, 16, 16, generator=g)).clamp(-1, 1)
+    return dataset, fake
+
+
+def _uint8(x):
+    from ganrun.metrics.extractors import to_uint8_rgb
+
+    return to_uint8_rgb(x)
+
+
+def _torch_fidelity(evaluator, fake, name, weights, **kw):
+    order = torch.randperm(len(evaluator.dataset), generator=torch.Generator().manual_seed(0))
+    real = evaluator.dataset.data[order[: evaluator.n_real]]
+    return torch_fidelity.calculate_metrics(
+        input1=UInt8Images(_uint8(fake)), input2=UInt8Images(_uint8(real)), cuda=False, verbose=False,
+        fid=True, kid=True, isc=True, prc=True, feature_extractor=name,
+        feature_extractor_weights_path=weights, save_cpu_ram=True, batch_size=64,
+        kid_subsets=evaluator.cfg.kid_subsets,
+        kid_subset_size=min(evaluator.cfg.kid_subset_size, len(fake), evaluator.n_real),
+        prc_neighborhood=evaluator.cfg.pr_k, **kw)
+
+
+def _assert_equal(ours, theirs, with_is=True):
+    pairs = {"fid": "frechet_inception_distance", "kid": "kernel_inception_distance_mean",
+             "precision": "precision", "recall": "recall"}
+    if with_is:
+        pairs["is"] = "inception_score_mean"
+    for mine, key in pairs.items():
+        assert ours[mine] == pytest.approx(theirs[key], rel=1e-4, abs=1e-9), mine
+
+
+def test_classifier_metrics_equal_torch_fidelity():
+    dataset, fake = _digits_pair()
+    cfg, dcfg = metrics_cfg(n_real=400, kid_subsets=10, kid_subset_size=200)
+    evaluator = Evaluator(cfg, dataset, dcfg)
+    ours = evaluator.evaluate(fake)
+    theirs = _torch_fidelity(evaluator, fake, CLASSIFIER_NAME, str(evaluator.classifier_path),
+                             feature_layer_fid="penultimate", feature_layer_kid="penultimate",
+                             feature_layer_prc="penultimate", feature_layer_isc="logits")
+    _assert_equal(ours, theirs)
+    assert ours["fid"] > 0.1  # the noisy digits are measurably different
+
+
+def test_inception_metrics_equal_torch_fidelity(tmp_path):
+    weights = write_random_inception_weights(tmp_path / "inception.pth")
+    dataset, fake = _digits_pair(n_fake=24)
+    dataset.data = dataset.data[:24]
+    cfg, dcfg = metrics_cfg(extractor="inception", inception_weights=str(weights), n_real=24,
+                            kid_subsets=5, kid_subset_size=12, pr_k=3, dc_k=3,
+                            names="[fid,kid,is,pr]")
+    evaluator = Evaluator(cfg, dataset, dcfg)
+    ours = evaluator.evaluate(fake)
+    theirs = _torch_fidelity(evaluator, fake, INCEPTION_NAME, str(weights),
+                             feature_layer_isc="logits_unbiased", isc_splits=10)
+    _assert_equal(ours, theirs)
+
+
+def test_missing_inception_weights_name_both_ways_to_provide_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    def offline(*args, **kwargs):
+        raise OSError("no internet")
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", offline)
+    dataset, _ = _digits_pair()
+    cfg, dcfg = metrics_cfg(extractor="inception")
+    with pytest.raises(UserError) as e:
+        Evaluator(cfg, dataset, dcfg)
+    message = str(e.value)
+    assert str(tmp_path / "hub" / "checkpoints") in message
+    assert "metrics.inception_weights=" in message
+
+
+def test_digits_classifier_is_accurate_and_real_digits_score_high():
+    dataset, _ = _digits_pair()
+    cfg, dcfg = metrics_cfg()
+    evaluator = Evaluator(cfg, dataset, dcfg)
+    assert evaluator.extractor.info["accuracy"] >= 0.95
+    held_out, _ = holdout_split(len(dataset), cfg.classifier_holdout)
+    scores = evaluator.evaluate(dataset.data[held_out])
+    assert scores["is"] >= 8.0
+    assert scores["classes_covered"] == 10
+    assert scores["class_kl"] < 0.05
+    assert scores["precision"] > 0.8 and scores["recall"] > 0.8
+
+
+def test_second_evaluator_reads_the_caches(monkeypatch):
+    dataset, fake = _digits_pair()
+    cfg, dcfg = metrics_cfg(n_real=500)
+    first = Evaluator(cfg, dataset, dcfg)
+    classifier_mtime = first.classifier_path.stat().st_mtime_ns
+
+    import ganrun.metrics.evaluator as evaluator_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the classifier was trained again")
+
+    monkeypatch.setattr(evaluator_module, "train_classifier", no_training)
+    monkeypatch.setattr(Evaluator, "features", _count_calls(Evaluator.features))
+    second = Evaluator(cfg, dataset, dcfg)
+    assert second.real_cache_hit and Evaluator.features.calls == 0  # no real features recomputed
+    assert first.classifier_path.stat().st_mtime_ns == classifier_mtime
+    assert second.evaluate(fake) == first.evaluate(fake)
+
+
+def _count_calls(fn):
+    def wrapper(*args, **kwargs):
+        wrapper.calls += 1
+        return fn(*args, **kwargs)
+
+    wrapper.calls = 0
+    return wrapper
+
+
+def test_density_and_coverage_by_hand():
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(30, 3)), rng.normal(loc=0.3, size=(20, 3))
+    k = 4
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=2)
+    radius = np.sort(d_rr, axis=1)[:, k]
+    d_rf = np.linalg.norm(real[:, None] - fake[None], axis=2)
+    inside = d_rf <= radius[:, None]
+    density, coverage = engine.density_coverage(torch.tensor(fake), torch.tensor(real), k)
+    assert density == pytest.approx(inside.sum() / (k * 20))
+    assert coverage == pytest.approx(inside.any(axis=1).mean())
+
+
+def test_class_coverage_counts_and_kl():
+    logits = torch.zeros(100, 4)
+    predicted = torch.tensor([0] * 60 + [1] * 35 + [2] * 5)
+    logits[torch.arange(100), predicted] = 1.0
+    covered, kl = engine.class_coverage(logits, 4, min_share=0.2)  # threshold 5% of samples
+    assert covered == 3
+    q = np.array([0.6, 0.35, 0.05])
+    assert kl == pytest.approx((q * np.log(q * 4)).sum())

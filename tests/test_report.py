@@ -1,0 +1,72 @@
+"""ganrun-report against numbers computed here from the jobs' own files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import subprocess
+
+import pytest
+import yaml
+
+from ganrun.report import report
+
+from conftest import GANRUN, cli_env
+
+
+def make_job(sweep, num, overrides, status="finished", fid=None, curve=(), ips=1000.0):
+    name = f"{num}_" + ",".join(o for o in overrides if not o.startswith("seed="))
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    saved = {"status": status, "reason": None if status == "finished" else "loss/d=nan",
+             "losses": {"loss/g": 1.0 + num / 10}, "images_per_second": ips}
+    if fid is not None:
+        saved["metrics"] = {"fid": fid, "is": 10 - fid / 10}
+    (job / "metrics.json").write_text(json.dumps(saved))
+    with open(job / "metrics.jsonl", "w") as f:
+        for step, value in curve:
+            f.write(json.dumps({"step": step, "metrics": {"fid": value}}) + "\n")
+    return saved
+
+
+def test_report_groups_seeds_and_ranks_configurations(tmp_path):
+    sweep = tmp_path / "sweep"
+    fids = {("loss=bce", "optim=adam"): [30.0, 34.0], ("loss=bce", "optim=sgd"): [80.0, 90.0],
+            ("loss=hinge", "optim=adam"): [20.0, 26.0], ("loss=hinge", "optim=sgd"): [50.0, 70.0]}
+    num = 0
+    for (loss, optim), values in fids.items():
+        for seed, fid in enumerate(values):
+            make_job(sweep, num, [loss, optim, f"seed={seed}"], fid=fid,
+                     curve=[(10, fid + 20), (20, fid)], ips=1000 + num)
+            num += 1
+    make_job(sweep, num, ["loss=bce", "optim=sgd", "seed=2"], status="diverged")
+    rows, names, written = report(sweep, "fid")
+    assert [r["config"] for r in rows] == ["loss=hinge,optim=adam", "loss=bce,optim=adam",
+                                           "loss=hinge,optim=sgd", "loss=bce,optim=sgd"]
+    for row in rows:
+        values = fids[tuple(row["config"].split(","))]
+        assert row["fid"][0] == pytest.approx(statistics.mean(values))
+        assert row["fid"][1] == pytest.approx(statistics.stdev(values))
+    bce_sgd = rows[-1]
+    assert (bce_sgd["seeds"], bce_sgd["finished"], bce_sgd["diverged"]) == (3, 2, 1)
+    with open(sweep / "report.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["config"] for r in table] == [r["config"] for r in rows]
+    assert float(table[0]["fid_mean"]) == pytest.approx(23.0)
+    assert float(table[0]["is_mean"]) == pytest.approx(10 - 2.3)
+    md = (sweep / "report.md").read_text()
+    assert "| `loss=hinge,optim=adam` | 2 | 0 | 0 |" in md and "diverged: loss/d=nan" in md
+    assert (sweep / "report_fid.png").stat().st_size > 1000 and sweep / "report_fid.png" in written
+
+
+def test_report_command_errors(tmp_path):
+    proc = subprocess.run([GANRUN + "-report", str(tmp_path / "absent")], capture_output=True,
+                          text=True, env=cli_env())
+    assert proc.returncode == 1 and "no such directory" in proc.stderr
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["loss=bce", "seed=0"], fid=3.0)
+    proc = subprocess.run([GANRUN + "-report", str(sweep), "--metric", "nope"],
+                          capture_output=True, text=True, env=cli_env())
+    assert proc.returncode == 1 and "metric nope not in the jobs' results" in proc.stderr

@@ -1,0 +1,104 @@
+"""Sweeps a user can leave running: parallel jobs, failures, search, report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from ganrun.report import report
+
+from conftest import GANRUN, cli_env, compose_cfg
+
+
+def ganrun(*args, cwd, timeout=900):
+    return subprocess.run([GANRUN, *args], cwd=cwd, capture_output=True, text=True,
+                          env=cli_env(), timeout=timeout)
+
+
+def only_sweep(cwd):
+    (sweep,) = (cwd / "outputs" / "multiruns").iterdir()
+    return sweep
+
+
+def statuses(sweep):
+    return {p.name: json.loads((p / "metrics.json").read_text())
+            for p in sweep.iterdir() if (p / "metrics.json").is_file()}
+
+
+def test_parallel_sweep_over_seeds_and_its_report(tmp_path):
+    proc = ganrun("-m", "loss=bce,hinge", "optim=adam,sgd", "seed=0,1", "train.steps=30",
+                  "hydra/launcher=joblib", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep(tmp_path)
+    jobs = statuses(sweep)
+    assert len(jobs) == 8 and all(j["status"] == "finished" for j in jobs.values())
+    assert all(j["g_steps"] == 30 for j in jobs.values())
+    printed = subprocess.run([GANRUN + "-report", str(sweep)], capture_output=True, text=True,
+                             env=cli_env())
+    assert printed.returncode == 0, printed.stderr
+    rows = [line for line in printed.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == 4 and all(" | 2 | 0 | 0 | " in row for row in rows)
+    # The report's numbers, recomputed from the jobs' own metrics.json.
+    table, names, _ = report(sweep, "fid")
+    for row in table:
+        fids = [j["metrics"]["fid"] for name, j in jobs.items()
+                if name.split("_", 1)[1] == row["config"]]
+        assert len(fids) == 2
+        mean = sum(fids) / 2
+        assert row["fid"][0] == pytest.approx(mean)
+        assert row["fid"][1] == pytest.approx((sum((f - mean) ** 2 for f in fids)) ** 0.5)
+    assert [r["fid"][0] for r in table] == sorted(r["fid"][0] for r in table)
+
+
+def test_a_diverging_job_does_not_stop_the_sweep(tmp_path):
+    proc = ganrun("-m", "optim=sgd", "optim.lr_d=1e6,0.01", "train.steps=30", "metrics=none",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep(tmp_path)
+    jobs = statuses(sweep)
+    by_lr = {name.split("optim.lr_d=")[1].split(",")[0]: j for name, j in jobs.items()}
+    # Hydra writes 1e6 as 1000000.0 in the job's overrides (and so in its name).
+    assert by_lr["1000000.0"]["status"] == "diverged" and "nan" in by_lr["1000000.0"]["reason"]
+    assert by_lr["0.01"]["status"] == "finished" and by_lr["0.01"]["g_steps"] == 30
+    rows, _, _ = report(sweep, "loss/g")
+    diverged = next(r for r in rows if "1000000.0" in r["config"])
+    assert (diverged["diverged"], diverged["finished"]) == (1, 0)
+    assert "diverged at generator step" in (sweep / "report.md").read_text()
+
+
+def test_optuna_search_reports_the_best_learning_rates(tmp_path):
+    proc = ganrun("hparams_search=optuna_fid", "hydra.sweeper.n_trials=4", "train.steps=20",
+                  "metrics.n_fake=300", "metrics.n_real=300", "metrics.kid_subsets=5",
+                  "metrics.kid_subset_size=100", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep(tmp_path)
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    fids = [j["metrics"]["fid"] for j in statuses(sweep).values()]
+    assert len(fids) == 4
+    assert results["best_value"] == pytest.approx(min(fids))
+    assert set(results["best_params"]) == {"optim.lr_g", "optim.lr_d"}
+
+
+def test_a_wrong_objective_stops_before_training(tmp_path):
+    proc = ganrun("hparams_search=optuna_fid", "optimized_metric=fdi", "hydra.sweeper.n_trials=2",
+                  cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "optimized_metric=fdi is not logged by this run; valid: loss/d" in proc.stderr
+    assert "float-castable" not in proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_slurm_preset_asks_for_one_gpu_per_job():
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    compose_cfg()  # registers the resolvers, clears Hydra
+    GlobalHydra.instance().clear()
+    with initialize_config_module("ganrun.configs", version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert "submitit" in launcher._target_ and launcher.gpus_per_node == 1
+    assert launcher.tasks_per_node == 1 and launcher.timeout_min == 240
