@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from ganrun.train import run
@@ -211,12 +214,36 @@ def test_every_loss_with_every_regularizer(train_fast, loss, reg):
 @pytest.mark.parametrize("option", sorted(p.stem for p in (
     Path(__file__).parents[1] / "configs" / "experiment").glob("*.yaml")))
 def test_every_experiment_preset_trains(train_fast, option):
+    # Sweep presets are trained on one cell each: the cell furthest from the defaults.
     small = {"dcgan_paper": ["model.base_channels=8"], "wgan_paper": ["model.base_channels=8"],
              "wgan_gp_paper": ["model.base_channels=8"],
-             "sngan_paper": ["model.g_channels=16", "model.d_channels=16"]}[option]
+             "sngan_paper": ["model.g_channels=16", "model.d_channels=16"],
+             "optimizer_study": ["model=dcgan", "model.base_channels=8", "optim=sgd"],
+             "loss_study": ["loss=mmd"]}[option]
     result, _ = _trains_without_nan(train_fast, f"experiment={option}", "dataset.image_size=16",
                                     "dataset.batch_size=16", *small)
     assert result["choices"]["experiment"] == option
+
+
+@pytest.mark.parametrize("model, lr_g, lr_d", [("mlp", 2e-4, 2e-4), ("dcgan", 1e-4, 2e-4)])
+def test_optimizer_study_sets_the_papers_learning_rates_for_every_optimizer(model, lr_g, lr_d):
+    for optim in ("adam", "rmsprop", "sgd"):
+        cfg, _ = compose_cfg("experiment=optimizer_study", f"model={model}", f"optim={optim}")
+        assert (cfg.optim.lr_g, cfg.optim.lr_d) == (lr_g, lr_d)
+    cfg, _ = compose_cfg("experiment=optimizer_study", f"model={model}", "optim=adam")
+    assert cfg.optim.betas[0] == 0.5
+
+
+def _sweep_cells(option: str) -> int:
+    GlobalHydra.instance().clear()
+    with initialize_config_module("ganrun.configs", version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={option}"], return_hydra_config=True)
+    return math.prod(len(str(v).split(",")) for v in cfg.hydra.sweeper.params.values())
+
+
+def test_study_presets_sweep_every_cell_over_three_seeds():
+    assert _sweep_cells("optimizer_study") == 2 * 3 * 3
+    assert _sweep_cells("loss_study") == len(GROUP_OPTIONS["loss"]) * 3
 
 
 def test_conditional_digits_grid_has_one_row_per_class(train_fast):
