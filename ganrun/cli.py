@@ -13,9 +13,9 @@ import re
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ganrun.errors import DivergedError, ObjectiveError, UserError
+from ganrun.errors import DivergedError, Interrupted, ObjectiveError, UserError
 
 log = logging.getLogger("ganrun")
 
@@ -60,6 +60,15 @@ def _train(cfg: DictConfig) -> float | None:
     objective = cfg.get("optimized_metric")
     try:
         result = run(cfg, run_dir=run_dir, hydra_choices=dict(hydra_cfg.runtime.choices))
+    except Interrupted as e:  # metrics.json says interrupted
+        resume = (f"\nganrun: resume with: ganrun <the same options> ckpt_path={e.checkpoint}"
+                  if e.checkpoint else "")
+        print(f"ganrun: interrupted: {e}{resume}", file=sys.stderr)
+        # In a sweep, SIGTERM ends this job (SLURM, or `kill <pid>` of one job) and the
+        # sweep goes on; SIGINT (Ctrl-C) stops the sweep.
+        if multirun and e.signal_name == "SIGTERM":
+            return float("nan") if objective else None
+        sys.exit(128 + e.signal_number)
     except UserError as e:  # metrics.json already says failed / diverged, and why
         _fail(e, multirun)
         return float("nan") if objective else None
@@ -76,6 +85,23 @@ def _train(cfg: DictConfig) -> float | None:
     if objective:  # the value a sweeper (Optuna) optimises
         return float({**result.get("losses", {}), **result.get("metrics", {})}[objective])
     return None
+
+
+def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
+    """The config `ganrun <overrides>` would run (Hydra's own keys removed) and the
+    group choices: for scripts and tests that call `ganrun.train.run` directly."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("ganrun.configs", version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
 
 
 def _share_the_machine(cfg: DictConfig, hydra_cfg) -> None:

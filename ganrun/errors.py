@@ -16,3 +16,13 @@ class DivergedError(UserError):
 
 class ObjectiveError(UserError):
     """The metric a sweeper optimises is not one the run logs: wrong for every job alike."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: the run saved a checkpoint (if it had trained) and stopped."""
+
+    def __init__(self, signal_name: str, signal_number: int, step: int, checkpoint: str | None):
+        saved = f"checkpoint saved: {checkpoint}" if checkpoint else "no checkpoint yet"
+        super().__init__(f"{signal_name} at generator step {step}; {saved}")
+        self.signal_name, self.signal_number = signal_name, signal_number
+        self.step, self.checkpoint = step, checkpoint

@@ -22,13 +22,11 @@ from torch import Tensor, nn
 from ganrun.errors import DivergedError
 from ganrun.losses import MinimaxLoss, RelativisticAverageLoss, build_loss
 from ganrun.models import build_models
-from ganrun.outputs import METRICS_LOG, append_jsonl
+from ganrun.outputs import CHECKPOINT_FILE, METRICS_LOG, append_jsonl
 from ganrun.regularizers import EMA, StepContext, build_regularizers
 from ganrun.samples import image_grid, point_scatter, save_png
 
 log = logging.getLogger("ganrun")
-
-CHECKPOINT_FILE = "last.ckpt"
 
 
 def build_optimizer(cfg: DictConfig, params, lr: float) -> torch.optim.Optimizer:
@@ -103,6 +101,12 @@ class GANModule(pl.LightningModule):
         self.batch_size = cfg.dataset.batch_size
         self.latent_dim = cfg.model.latent_dim
         self.max_steps = cfg.train.steps
+        # Plain copies of what every step reads: an OmegaConf lookup costs microseconds.
+        self.every = {"log": cfg.log.every, "sample": cfg.log.sample_every,
+                      "check": cfg.train.check_every, "ckpt": cfg.train.ckpt_every,
+                      "metrics": cfg.metrics.every if evaluator is not None else 0}
+        self.decays = cfg.optim.decay != "none"
+        self.latent = cfg.sample.latent
         self.trains_d = self.loss.space != "samples"
         if not self.trains_d:
             self._hooks["d_penalty"] = []
@@ -120,6 +124,9 @@ class GANModule(pl.LightningModule):
             f"loss/{r.name}_g" if r.name in both else f"loss/{r.name}"
             for r in self._hooks["g_penalty"]]
         self.last_stats: dict[str, float] = {}
+        self.restores: list[dict] = []  # roll-backs after divergence (train.on_diverge)
+        self.lr_scale = 1.0  # learning rates' factor after those roll-backs
+        self.stop_signal: str | None = None  # set by SIGINT / SIGTERM: save and stop
         self._stat_sums: Tensor | None = None
         self._stat_count = 0
         self._clock: tuple[float, int] = (0.0, 0)
@@ -155,7 +162,7 @@ class GANModule(pl.LightningModule):
         return optimizers, schedule
 
     def sample_latent(self, n: int) -> Tensor:
-        return sample_latent(n, self.latent_dim, self.cfg.sample.latent, device=self.device)
+        return sample_latent(n, self.latent_dim, self.latent, device=self.device)
 
     def sample_labels(self, n: int) -> Tensor | None:
         if not self.num_classes:
@@ -187,7 +194,7 @@ class GANModule(pl.LightningModule):
         if self.g_steps >= self.max_steps:  # resumed at or past the budget
             self.trainer.should_stop = True
             return
-        opt_g, opt_d = self.optimizers()
+        opt_g, opt_d = self._optimizers
         images, labels = batch if isinstance(batch, list | tuple) else (batch, None)
         if self.unit_range:
             images = images.add(1.0).mul_(0.5)
@@ -213,7 +220,7 @@ class GANModule(pl.LightningModule):
                 fake = self.G(z, y_fake)
             g_loss, g_penalties = self._g_step(opt_g, real, y_real, fake, y_fake, z)
 
-        if self.cfg.optim.decay != "none":
+        if self.decays:
             for scheduler in self.lr_schedulers():
                 scheduler.step()
         self.g_steps += 1
@@ -239,9 +246,7 @@ class GANModule(pl.LightningModule):
                                   real_target, fake_target)
         ctx = StepContext(real, fake, real_out, fake_out, self.D, real_feat, fake_feat, y_real)
         penalties = [reg.d_penalty(ctx) for reg in self._hooks["d_penalty"]]
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss + sum(penalties) if penalties else d_loss)
-        opt_d.step()
+        self._update(opt_d, d_loss + sum(penalties) if penalties else d_loss)
         for reg in self._hooks["after_d_step"]:
             reg.after_d_step(self.D)
         return d_loss, self._score(real_out).mean(), self._score(fake_out).mean(), penalties
@@ -257,40 +262,114 @@ class GANModule(pl.LightningModule):
                                   if self._g_needs_real else None)
         ctx = StepContext(real, fake, real_out, fake_out, self.D, real_feat, fake_feat, y_real, z)
         penalties = [reg.g_penalty(ctx) for reg in self._hooks["g_penalty"]]
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss + sum(penalties) if penalties else g_loss)
-        opt_g.step()
+        self._update(opt_g, g_loss + sum(penalties) if penalties else g_loss)
         for reg in self._hooks["after_g_step"]:
             reg.after_g_step(self.G)
         return g_loss, penalties
 
-    # --- logging, samples and checkpoints: every N generator steps -------------------
+    def _update(self, optimizer, loss: Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if self._direct:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
+        optimizer.step()
 
     def on_train_start(self) -> None:
         self._clock = (time.perf_counter(), self.images_seen)
+        self._finite_at = self.g_steps
+        self._direct = self._steps_directly()
+        # Lightning's wrappers (precision plugin, strategy, hooks) around each backward
+        # and optimizer step cost more than a small model's step; on one device without
+        # a gradient scaler they do nothing for us, so the raw torch objects are used.
+        wrapped = self.optimizers()
+        self._optimizers = [o.optimizer for o in wrapped] if self._direct else wrapped
+        if self.cfg.train.on_diverge == "restore" and self.g_steps == 0:
+            self.save_checkpoint()  # something good to roll back to
+
+    def _steps_directly(self) -> bool:
+        from pytorch_lightning.plugins.precision import MixedPrecision, Precision
+        from pytorch_lightning.strategies import SingleDeviceStrategy
+
+        strategy = self.trainer.strategy
+        plugin = strategy.precision_plugin
+        no_scaler = type(plugin) is Precision or (
+            type(plugin) is MixedPrecision and plugin.scaler is None)
+        return isinstance(strategy, SingleDeviceStrategy) and no_scaler
+
+    # --- logging, samples and checkpoints: every N generator steps -------------------
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        step = self.g_steps
+        step, every = self.g_steps, self.every
         done = step >= self.max_steps
-        if self._stat_count and (step % self.cfg.log.every == 0 or done):
+        stopping = done or self.stop_signal is not None
+        saving = stopping or step % every["ckpt"] == 0
+        logging_now = step % every["log"] == 0 or done
+        sampling = step % every["sample"] == 0 or done
+        evaluating = every["metrics"] and (step % every["metrics"] == 0 or done)
+        # Nothing is logged, sampled, evaluated or saved from a diverged model.
+        if (self._stat_count and (saving or logging_now or sampling or evaluating
+                                  or step % every["check"] == 0)
+                and not self._check_finite(step)):
+            return  # rolled back to the last good checkpoint (train.on_diverge=restore)
+        if self._stat_count and logging_now:
             self._log_stats(step)
-        if step % self.cfg.log.sample_every == 0 or done:
+        if sampling:
             self.write_samples(step)
-        if self.evaluator is not None and (step % self.cfg.metrics.every == 0 or done):
+        if evaluating:
             self.evaluate(step)
-        if step % self.cfg.train.ckpt_every == 0 or done:
+        if saving:
             self.save_checkpoint()
-        if done:
+        if stopping:
             self.trainer.should_stop = True
+
+    def _check_finite(self, step: int) -> bool:
+        """Whether every loss and mean D output since the last check is finite (one
+        host sync). If not: roll back while train.on_diverge=restore allows, else raise."""
+        if bool(torch.isfinite(self._stat_sums).all()):
+            self._finite_at = step
+            return True
+        stats = dict(zip(self.stat_names, (self._stat_sums / self._stat_count).tolist(),
+                         strict=True))
+        bad = ", ".join(f"{k}={v}" for k, v in stats.items() if not math.isfinite(v))
+        message = f"diverged at generator step {step}: {bad} (finite at step {self._finite_at})"
+        if self.cfg.train.on_diverge == "restore" and len(self.restores) < self.cfg.train.max_restores:
+            self._restore_last_good(step, message)
+            return False
+        raise DivergedError(message, step, stats)
+
+    def _restore_last_good(self, step: int, message: str) -> None:
+        """Load checkpoints/last.ckpt (written before any NaN: checks precede saves) into
+        the running model and optimizers, with the learning rates times the factor."""
+        path = self.run_dir / "checkpoints" / CHECKPOINT_FILE
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        saved = state["ganrun"]
+        scale = self.lr_scale * self.cfg.train.restore_lr_factor
+        self.load_state_dict(state["state_dict"])
+        # Not the random streams: the same draws would lead to the same NaN.
+        self.on_load_checkpoint({"ganrun": {k: v for k, v in saved.items() if k != "rng"}})
+        change = scale / self.lr_scale  # the checkpoint's rates carry its own scale
+        self.lr_scale = scale
+        for optimizer, opt_state in zip(self._optimizers, state["optimizer_states"], strict=True):
+            optimizer.load_state_dict(opt_state)
+            for group in optimizer.param_groups:
+                group["lr"] *= change
+        if self.decays:
+            for scheduler, sched_state in zip(self.lr_schedulers(), state["lr_schedulers"],
+                                              strict=True):
+                scheduler.load_state_dict(sched_state)
+                scheduler.base_lrs = [lr * change for lr in scheduler.base_lrs]
+        self._stat_sums, self._stat_count, self._finite_at = None, 0, self.g_steps
+        self.restores.append({"at_step": step, "to_step": self.g_steps,
+                              "lr_scale": self.lr_scale, "reason": message})
+        log.warning("%s; restored generator step %d with learning rates x%g (%d of at most %d)",
+                    message, self.g_steps, self.lr_scale, len(self.restores),
+                    self.cfg.train.max_restores)
 
     def _log_stats(self, step: int) -> None:
         means = (self._stat_sums / self._stat_count).tolist()  # the one host sync
         self._stat_sums, self._stat_count = None, 0
         stats = dict(zip(self.stat_names, means, strict=True))
-        bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
-        if bad:
-            names = ", ".join(f"{k}={v}" for k, v in bad.items())
-            raise DivergedError(f"diverged at generator step {step}: {names}", step, stats)
         self.last_stats = stats
         now, seen = time.perf_counter(), self.images_seen
         rate = (seen - self._clock[1]) / max(now - self._clock[0], 1e-9)
@@ -336,7 +415,12 @@ class GANModule(pl.LightningModule):
             return
         self._evaluated_at = step
         started = time.perf_counter()
-        results = self.evaluator.to(self.device).evaluate(self.generate_many(self.cfg.metrics.n_fake))
+        # Noise of its own, fixed by seed and step: metrics on or off, the training
+        # run draws the same random numbers.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed * 100_003 + step)
+            results = self.evaluator.to(self.device).evaluate(
+                self.generate_many(self.cfg.metrics.n_fake))
         self.last_metrics = results
         if self.logger is not None:
             self.logger.log_metrics({f"metrics/{k}": v for k, v in results.items()}, step=step)
@@ -372,17 +456,28 @@ class GANModule(pl.LightningModule):
         checkpoint["ganrun"] = {
             "g_steps": self.g_steps,
             "images_seen": self.images_seen,
+            "lr_scale": self.lr_scale,
             "regularizers": {r.name: r.state_dict() for r in self.regularizers},
             "data_shape": list(self.data_shape),
             "num_classes": self.num_classes,
             "config": OmegaConf.to_container(self.cfg),
+            # The random streams (latents, penalties' interpolates, dropout), so that a
+            # resumed run draws what the uninterrupted one would have.
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("ganrun", {})
         self.g_steps = int(state.get("g_steps", 0))
         self.images_seen = int(state.get("images_seen", 0))
+        self.lr_scale = float(state.get("lr_scale", 1.0))
         saved = state.get("regularizers", {})
         for reg in self.regularizers:
             if saved.get(reg.name):
                 reg.load_state_dict(saved[reg.name])
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"].cpu())
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])

@@ -10,6 +10,7 @@ from typing import Any
 
 METRICS_FILE = "metrics.json"
 METRICS_LOG = "metrics.jsonl"  # one line per evaluation, with its protocol
+CHECKPOINT_FILE = "last.ckpt"  # in checkpoints/, written atomically
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

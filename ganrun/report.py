@@ -1,8 +1,9 @@
 """`ganrun-report <multirun dir>`: one ranked table of a sweep.
 
 Jobs that differ only by `seed` are one configuration. For each: the number of
-seeds, how many diverged or failed, mean ± std over seeds of every final metric,
-and images per second. Writes report.md, report.csv and report_<metric>.png
+seeds, how many diverged, failed or were stopped (interrupted, or killed and so
+still "running"), mean ± std over seeds of every final metric, and images per
+second; then every job with its status. Writes report.md, report.csv and report_<metric>.png
 (the metric against generator steps, one line per configuration, the seed
 spread shaded) into the sweep directory, and prints the table.
 """
@@ -23,6 +24,9 @@ import yaml
 
 # Lower is better for these; higher for the rest.
 LOWER_IS_BETTER = {"fid", "kid", "class_kl", "reverse_kl", "loss/d", "loss/g"}
+# Jobs that neither finished nor broke: a signal stopped them ("interrupted", with a
+# checkpoint to resume from), or they were killed outright and still say "running".
+STOPPED = ("interrupted", "running")
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Job:
     seed: str
     status: str
     reason: str | None
+    g_steps: int
     finals: dict[str, float]
     images_per_second: float | None
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
@@ -65,7 +70,7 @@ def read_job(path: Path) -> Job | None:
                 if _number(value) is not None:
                     curves[name].append((record["step"], float(value)))
     return Job(path, config, seed, saved.get("status", "failed"), saved.get("reason"),
-               {k: float(v) for k, v in finals.items()}, _number(saved.get("images_per_second")),
+               int(saved.get("g_steps") or 0), {k: float(v) for k, v in finals.items()}, _number(saved.get("images_per_second")),
                dict(curves))
 
 
@@ -91,7 +96,8 @@ def summarise(jobs: list[Job], metric: str) -> tuple[list[dict], list[str]]:
         finished = [j for j in group if j.status == "finished"]
         row = {"config": config, "seeds": len(group), "finished": len(finished),
                "diverged": sum(j.status == "diverged" for j in group),
-               "failed": sum(j.status not in ("finished", "diverged") for j in group)}
+               "failed": sum(j.status not in ("finished", "diverged", *STOPPED) for j in group),
+               "stopped": sum(j.status in STOPPED for j in group)}
         for name in names:
             row[name] = _mean_std([j.finals[name] for j in finished if name in j.finals])
         speeds = [j.images_per_second for j in finished if j.images_per_second]
@@ -113,28 +119,31 @@ def _cell(value: tuple[float, float]) -> str:
 
 def write_reports(sweep: Path, rows: list[dict], names: list[str], metric: str,
                   jobs: list[Job]) -> list[Path]:
-    header = ["configuration", "seeds", "diverged", "failed", *names, "images/s"]
+    header = ["configuration", "seeds", "diverged", "failed", "stopped", *names, "images/s"]
     lines = [f"# Sweep {sweep.name}: {len(rows)} configurations, sorted by {metric} "
              f"({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)", "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         cells = [f"`{row['config']}`", str(row["seeds"]), str(row["diverged"]), str(row["failed"]),
-                 *(_cell(row[n]) for n in names), f"{row['images/s']:.0f}"]
+                 str(row["stopped"]), *(_cell(row[n]) for n in names), f"{row['images/s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     problems = [j for j in jobs if j.status != "finished"]
     if problems:
         lines += ["", "Jobs that did not finish:", ""]
         lines += [f"- `{j.path.name}`: {j.status}: {j.reason}" for j in problems]
+    lines += ["", "Every job:", "", "| job | seed | status | generator steps |",
+              "| --- | --- | --- | --- |"]
+    lines += [f"| `{j.path.name}` | {j.seed} | {j.status} | {j.g_steps} |" for j in jobs]
     md = sweep / "report.md"
     md.write_text("\n".join(lines) + "\n")
     out = sweep / "report.csv"
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["config", "seeds", "finished", "diverged", "failed",
+        writer.writerow(["config", "seeds", "finished", "diverged", "failed", "stopped",
                          *(f"{n}_{s}" for n in names for s in ("mean", "std")), "images_per_s"])
         for row in rows:
             writer.writerow([row["config"], row["seeds"], row["finished"], row["diverged"],
-                             row["failed"], *(v for n in names for v in row[n]), row["images/s"]])
+                             row["failed"], row["stopped"], *(v for n in names for v in row[n]), row["images/s"]])
     written = [md, out]
     plot = plot_curves(sweep, jobs, metric)
     if plot:

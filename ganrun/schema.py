@@ -335,6 +335,10 @@ class LoggerConfig:
 class TrainConfig:
     steps: int = MISSING
     ckpt_every: int = MISSING
+    check_every: int = MISSING
+    on_diverge: str = MISSING
+    max_restores: int = MISSING
+    restore_lr_factor: float = MISSING
 
 
 @dataclass
@@ -488,6 +492,7 @@ def _check_values(cfg: DictConfig) -> None:
         "model.latent_dim": cfg.model.latent_dim,
         "train.steps": cfg.train.steps,
         "train.ckpt_every": cfg.train.ckpt_every,
+        "train.check_every": cfg.train.check_every,
         "log.every": cfg.log.every,
         "log.sample_every": cfg.log.sample_every,
         "log.n_samples": cfg.log.n_samples,
@@ -496,6 +501,12 @@ def _check_values(cfg: DictConfig) -> None:
         if not value > 0:
             raise UserError(f"{key} must be > 0 (got {value})")
     _one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    _one_of("train.on_diverge", cfg.train.on_diverge, ("stop", "restore"))
+    if cfg.train.max_restores < 0:
+        raise UserError(f"train.max_restores must be >= 0 (got {cfg.train.max_restores})")
+    if not 0 < cfg.train.restore_lr_factor <= 1:
+        raise UserError(f"train.restore_lr_factor must be in (0, 1] (got "
+                        f"{cfg.train.restore_lr_factor})")
     _one_of("optim.decay", cfg.optim.decay, DECAYS)
     _one_of("sample.latent", cfg.sample.latent, ("normal", "uniform"))
     if cfg.sample.truncation is not None and not cfg.sample.truncation > 0:

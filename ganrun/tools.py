@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ganrun.errors import UserError
+from ganrun.outputs import CHECKPOINT_FILE
 
 USAGE_SAMPLE = ("usage: ganrun-sample <run dir or checkpoint> [n=64] [out=PATH] [folder=true] "
                 "[seed=0] [truncation=T]")
@@ -55,7 +56,7 @@ def _parse(argv: list[str], allowed: dict[str, type], usage: str) -> tuple[str, 
 
 def checkpoint_of(path: str) -> Path:
     p = Path(path).expanduser()
-    ckpt = p / "checkpoints" / "last.ckpt" if p.is_dir() else p
+    ckpt = p / "checkpoints" / CHECKPOINT_FILE if p.is_dir() else p
     if not ckpt.is_file():
         raise UserError(f"{path}: no checkpoint (expected {ckpt})")
     return ckpt

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -14,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ganrun.errors import DivergedError, UserError
-from ganrun.outputs import METRICS_FILE, write_json
+from ganrun.errors import DivergedError, Interrupted, UserError
+from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
 from ganrun.schema import validate
 
 log = logging.getLogger("ganrun")
@@ -65,21 +67,40 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
     check_writable(run_dir)
     choices = choices_of(cfg, hydra_choices)
     started = time.perf_counter()
-    result: dict[str, Any] = {"status": "failed", "reason": None, "g_steps": 0,
-                              "images_seen": 0, "choices": choices, "seed": cfg.seed}
+    result: dict[str, Any] = {"status": "running", "reason": None, "g_steps": 0,
+                              "images_seen": 0, "choices": choices, "seed": cfg.seed,
+                              "pid": os.getpid()}
     module = None
+    stop = StopOnSignals()
     try:
-        module, trainer, datamodule, logger = _build(cfg, run_dir, choices)
-        ckpt_path = _checked_ckpt_path(cfg.ckpt_path)
-        with warnings.catch_warnings():
+        with stop, warnings.catch_warnings():
+            write_json(run_dir / METRICS_FILE, result)  # a job killed outright stays "running"
+            result["status"] = "failed"
             # ganrun logs every log.every generator steps itself, not through Lightning.
             warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
             # Raised inside Lightning's own pytree helper on newer torch; nothing to act on.
             warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
             # The EMA copy of G stays in eval mode on purpose.
             warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        result["status"] = "interrupted" if trainer.interrupted else "finished"
+            ckpt_path = _checked_ckpt_path(cfg.ckpt_path)
+            module, trainer, datamodule, logger = _build(cfg, run_dir, choices)
+            if ckpt_path:
+                _check_fits(ckpt_path, cfg.ckpt_path, module)
+            stop.attach(module)
+            if stop.name is None:  # not stopped while setting up
+                try:
+                    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+                except SystemExit:  # Lightning's own answer to SIGTERM, after ours has saved
+                    if stop.name is None:
+                        raise
+        if stop.name is not None:
+            saved = run_dir / "checkpoints" / CHECKPOINT_FILE
+            raise Interrupted(stop.name, stop.number, module.g_steps if module else 0,
+                              str(saved) if saved.is_file() else None)
+        result["status"] = "finished"
+    except Interrupted as e:
+        result.update(status="interrupted", reason=str(e))
+        raise
     except DivergedError as e:
         result.update(status="diverged", reason=str(e), diverged_at=e.step)
         raise
@@ -94,6 +115,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
         if module is not None:
             result.update(g_steps=module.g_steps, images_seen=module.images_seen,
                           losses=module.last_stats, metrics=module.last_metrics)
+            if module.restores:
+                result["restores"] = module.restores
         result["wall_seconds"] = round(wall, 3)
         result["images_per_second"] = round(result["images_seen"] / max(wall, 1e-9), 1)
         write_json(run_dir / METRICS_FILE, result)
@@ -116,6 +139,42 @@ def _hydra_output_dir() -> str:
     return HydraConfig.get().runtime.output_dir
 
 
+class StopOnSignals:
+    """SIGINT and SIGTERM (what SLURM sends before it kills a job) ask the module to
+    finish its generator step, save a checkpoint and stop; a second one stops at once.
+    Only the main thread can own signals: elsewhere (joblib threads) this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.name: str | None = None
+        self.number = 0
+        self.module = None
+        self.previous: dict[int, Any] = {}
+
+    def attach(self, module) -> None:
+        self.module = module
+        module.stop_signal = self.name
+
+    def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.name is not None:
+            raise KeyboardInterrupt
+        self.name, self.number = signal.Signals(signum).name, signum
+        if self.module is not None:
+            self.module.stop_signal = self.name
+        log.warning("%s: saving a checkpoint after this generator step, then stopping "
+                    "(send it again to stop at once)", self.name)
+
+
 def _checked_ckpt_path(path: str | None) -> str | None:
     if path is None:
         return None
@@ -123,6 +182,30 @@ def _checked_ckpt_path(path: str | None) -> str | None:
     if not os.path.isfile(expanded):
         raise UserError(f"ckpt_path={path}: no such file")
     return expanded
+
+
+def _check_fits(path: str, given: str, module) -> None:
+    """A checkpoint that is truncated, not ganrun's, or made by another model is named
+    as such here, not deep inside Lightning's restore."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UserError(f"ckpt_path={given}: not a readable checkpoint, the file is corrupt or "
+                        f"truncated ({e.__class__.__name__}: {str(e)[:120]}); resume from "
+                        "another checkpoint or start afresh without ckpt_path") from None
+    if not isinstance(state, dict) or "ganrun" not in state or "state_dict" not in state:
+        raise UserError(f"ckpt_path={given}: not a ganrun checkpoint (give a run's "
+                        "checkpoints/last.ckpt)")
+    ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in state["state_dict"].items()}
+    if ours != theirs:
+        made = state["ganrun"].get("config", {})
+        was = ", ".join(f"{g}={made[g]['name']}" for g in ("model", "dataset") if g in made)
+        raise UserError(f"ckpt_path={given}: made by a different model or data shape ({was}, "
+                        f"data {state['ganrun'].get('data_shape')}); resume with the options "
+                        "that made it")
 
 
 def _build(cfg: DictConfig, run_dir: Path, choices: dict[str, str]):
@@ -144,7 +227,8 @@ def _build(cfg: DictConfig, run_dir: Path, choices: dict[str, str]):
     if cfg.metrics.names:
         from ganrun.metrics.evaluator import Evaluator
 
-        evaluator = Evaluator(cfg.metrics, dataset, cfg.dataset)
+        with torch.random.fork_rng(devices=[]):  # a cached classifier or not: same run
+            evaluator = Evaluator(cfg.metrics, dataset, cfg.dataset)
     module = GANModule(cfg, dataset.shape, run_dir, num_classes=dataset.num_classes,
                        real_preview=preview, evaluator=evaluator)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="",

@@ -12,28 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
-import ganrun.cli  # noqa: F401  (registers the ganrun_safe_name resolver)
+from ganrun.cli import compose_config as compose_cfg  # also registers ganrun_safe_name
 
 REPO = Path(__file__).resolve().parents[1]
 GANRUN = str(Path(sys.executable).with_name("ganrun"))
-
-
-def compose_cfg(*overrides: str) -> tuple[DictConfig, dict]:
-    """The config `ganrun <overrides>` would run, and Hydra's group choices."""
-    GlobalHydra.instance().clear()
-    with initialize_config_module("ganrun.configs", version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, choices
-
+__all__ = ["compose_cfg"]
 
 FAST = ("train.steps=4", "train.ckpt_every=4", "log.every=2", "log.sample_every=4",
         "trainer.accelerator=cpu", "metrics=none")

@@ -139,6 +139,19 @@ def test_batches_are_index_slices_covering_each_epoch_once():
     assert sorted(next(iter(uint8)).view(-1).tolist()) == [-1.0, 1.0]
 
 
+def test_batches_started_part_way_continue_the_same_stream():
+    data = torch.arange(100, dtype=torch.float32).view(100, 1)
+
+    def stream(start: int, epochs: int) -> list[list[float]]:
+        batches = InMemoryBatches(data, None, batch_size=32, seed=7, start=start)
+        return [b.view(-1).tolist() for _ in range(epochs) for b in batches]
+
+    whole = stream(0, 4)  # 4 epochs of 3 batches
+    assert whole[:3] != whole[3:6]  # each epoch its own order
+    for start in (1, 3, 5, 7):
+        assert stream(start, 4 - start // 3)[:12 - start] == whole[start:]
+
+
 def test_dataset_smaller_than_one_step_is_refused():
     data = load_dataset(ds(name="digits", image_size=8, channels=1))
     with pytest.raises(UserError, match=r"1797 samples, fewer than one training step needs .*"

@@ -39,8 +39,10 @@ def test_parallel_sweep_over_seeds_and_its_report(tmp_path):
     printed = subprocess.run([GANRUN + "-report", str(sweep)], capture_output=True, text=True,
                              env=cli_env())
     assert printed.returncode == 0, printed.stderr
-    rows = [line for line in printed.stdout.splitlines() if line.startswith("| `")]
+    configs, every_job = printed.stdout.split("Every job:")
+    rows = [line for line in configs.splitlines() if line.startswith("| `")]
     assert len(rows) == 4 and all(" | 2 | 0 | 0 | " in row for row in rows)
+    assert every_job.count(" | finished | 30 |") == 8
     # The report's numbers, recomputed from the jobs' own metrics.json.
     table, names, _ = report(sweep, "fid")
     for row in table:
@@ -102,3 +104,49 @@ def test_slurm_preset_asks_for_one_gpu_per_job():
     launcher = cfg.hydra.launcher
     assert "submitit" in launcher._target_ and launcher.gpus_per_node == 1
     assert launcher.tasks_per_node == 1 and launcher.timeout_min == 240
+
+
+def test_two_diverged_and_one_killed_job_leave_the_other_three_finished(tmp_path):
+    """6 jobs: lr_d 1e6 and 2e6 diverge under SGD; job 2 gets SIGTERM (as from SLURM or
+    `kill <pid>`) while it trains, saves and says interrupted; the sweep goes on."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [GANRUN, "-m", "optim=sgd", "optim.lr_d=0.01,0.02,0.03,1e6,2e6,0.04", "train.steps=200",
+         "metrics=none", "log.every=10", "log.sample_every=1000", "train.ckpt_every=20"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            # Job 2 is training once its first checkpoint (step 20) is there.
+            if list(tmp_path.glob("outputs/multiruns/*/2_*/checkpoints/last.ckpt")):
+                target = list(tmp_path.glob("outputs/multiruns/*/2_*/metrics.json"))
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("job 2 never started")
+        os.kill(json.loads(target[0].read_text())["pid"], signal.SIGTERM)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "ganrun: interrupted: SIGTERM at generator step" in err
+    sweep = only_sweep(tmp_path)
+    jobs = {name.split("_")[0]: job for name, job in statuses(sweep).items()}
+    assert {n: j["status"] for n, j in jobs.items()} == {
+        "0": "finished", "1": "finished", "2": "interrupted", "3": "diverged", "4": "diverged",
+        "5": "finished"}
+    assert 20 <= jobs["2"]["g_steps"] < 200 and "checkpoint saved" in jobs["2"]["reason"]
+    kept = next(sweep.glob("2_*")) / "checkpoints" / "last.ckpt"
+    import torch
+
+    assert torch.load(kept, weights_only=False)["ganrun"]["g_steps"] == jobs["2"]["g_steps"]
+    printed = subprocess.run([GANRUN + "-report", str(sweep), "--metric", "loss/g"],
+                             capture_output=True, text=True, env=cli_env())
+    assert printed.returncode == 0, printed.stderr
+    every_job = printed.stdout.split("Every job:")[1]
+    listed = {line.split("`")[1].split("_")[0]: line.split(" | ")[2]
+              for line in every_job.splitlines() if line.startswith("| `")}
+    assert listed == {n: j["status"] for n, j in jobs.items()}

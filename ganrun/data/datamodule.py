@@ -15,29 +15,33 @@ from ganrun.errors import UserError
 
 
 class InMemoryBatches:
-    """Shuffled batches of `data` (and `labels`), reshuffled each epoch, last partial dropped."""
+    """Shuffled batches of `data` (and `labels`), the last partial one dropped.
 
-    def __init__(self, data: Tensor, labels: Tensor | None, batch_size: int, seed: int):
+    Epoch e's order is a permutation drawn from (seed, e) alone, so the stream of
+    batches is a function of the seed; `start` skips the first `start` batches of
+    it, which is how a resumed run picks up exactly where its checkpoint left off.
+    """
+
+    def __init__(self, data: Tensor, labels: Tensor | None, batch_size: int, seed: int,
+                 start: int = 0):
         self.data, self.labels, self.batch_size = data, labels, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed, self.start = seed, start
+        self.epoch = start // len(self)
 
     def __len__(self) -> int:
         return self.data.shape[0] // self.batch_size
 
     def __iter__(self):
-        order = torch.randperm(self.data.shape[0], generator=self.generator).to(self.data.device)
-        for i in range(len(self)):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.data.shape[0], generator=generator).to(self.data.device)
+        first = self.start - self.epoch * len(self) if self.start > self.epoch * len(self) else 0
+        self.epoch += 1
+        for i in range(first, len(self)):
             index = order[i * self.batch_size:(i + 1) * self.batch_size]
             batch = self.data[index]
             if batch.dtype == torch.uint8:
                 batch = batch.float().div_(127.5).sub_(1.0)
             yield batch if self.labels is None else (batch, self.labels[index])
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
 
 class GANDataModule(pl.LightningDataModule):
@@ -61,5 +65,8 @@ class GANDataModule(pl.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         rank = self.trainer.global_rank if self.trainer else 0
         labels = self.dataset.labels.to(device) if self.with_labels else None
+        # After a checkpoint is restored, the module knows how many batches it has used.
+        module = self.trainer.lightning_module if self.trainer else None
+        start = getattr(module, "g_steps", 0)
         return InMemoryBatches(self.dataset.data.to(device), labels, self.step_batch,
-                               self.seed + rank)
+                               self.seed + rank, start=start)
