@@ -75,7 +75,11 @@ def read_job(path: Path) -> Job | None:
 
 
 def collect(sweep: Path) -> list[Job]:
-    jobs = [read_job(p) for p in sorted(sweep.iterdir()) if p.is_dir()]
+    def job_number(p: Path) -> tuple[int, str]:  # 2_... before 10_...
+        head = p.name.split("_", 1)[0]
+        return (int(head) if head.isdigit() else 1 << 30, p.name)
+
+    jobs = [read_job(p) for p in sorted(sweep.iterdir(), key=job_number) if p.is_dir()]
     return [j for j in jobs if j is not None]
 
 
@@ -118,14 +122,15 @@ def _cell(value: tuple[float, float]) -> str:
 
 
 def write_reports(sweep: Path, rows: list[dict], names: list[str], metric: str,
-                  jobs: list[Job]) -> list[Path]:
-    header = ["configuration", "seeds", "diverged", "failed", "stopped", *names, "images/s"]
+                  jobs: list[Job], columns: list[str] | None = None) -> list[Path]:
+    shown = list(columns) if columns else names  # in the order asked; report.csv has all
+    header = ["configuration", "seeds", "diverged", "failed", "stopped", *shown, "images/s"]
     lines = [f"# Sweep {sweep.name}: {len(rows)} configurations, sorted by {metric} "
              f"({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)", "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         cells = [f"`{row['config']}`", str(row["seeds"]), str(row["diverged"]), str(row["failed"]),
-                 str(row["stopped"]), *(_cell(row[n]) for n in names), f"{row['images/s']:.0f}"]
+                 str(row["stopped"]), *(_cell(row[n]) for n in shown), f"{row['images/s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     problems = [j for j in jobs if j.status != "finished"]
     if problems:
@@ -183,7 +188,8 @@ def plot_curves(sweep: Path, jobs: list[Job], metric: str) -> Path | None:
     return path
 
 
-def report(sweep: str | Path, metric: str = "fid") -> tuple[list[dict], list[str], list[Path]]:
+def report(sweep: str | Path, metric: str = "fid",
+           columns: list[str] | None = None) -> tuple[list[dict], list[str], list[Path]]:
     sweep = Path(sweep).expanduser()
     if not sweep.is_dir():
         raise FileNotFoundError(f"{sweep}: no such directory")
@@ -193,7 +199,11 @@ def report(sweep: str | Path, metric: str = "fid") -> tuple[list[dict], list[str
     rows, names = summarise(jobs, metric)
     if metric not in names:
         raise KeyError(f"metric {metric} not in the jobs' results; available: {', '.join(names)}")
-    return rows, names, write_reports(sweep, rows, names, metric, jobs)
+    unknown = sorted(set(columns or []) - set(names))
+    if unknown:
+        raise KeyError(f"--columns {', '.join(unknown)} not in the jobs' results; available: "
+                       f"{', '.join(names)}")
+    return rows, names, write_reports(sweep, rows, names, metric, jobs, columns)
 
 
 def main() -> None:
@@ -201,16 +211,20 @@ def main() -> None:
     parser.add_argument("sweep", help="a multirun directory (outputs/multiruns/<stamp>)")
     parser.add_argument("--metric", default=None,
                         help="metric to sort and plot by (default: fid when logged, else loss/g)")
+    parser.add_argument("--columns", default=None,
+                        help="metrics shown in report.md, comma-separated (default: all; "
+                             "report.csv always has all)")
     args = parser.parse_args()
+    columns = args.columns.split(",") if args.columns else None
     try:
         metric = args.metric
         if metric is None:
             jobs = collect(Path(args.sweep).expanduser()) if Path(args.sweep).is_dir() else []
             logged = {k for j in jobs for k in j.finals}
             metric = "fid" if "fid" in logged else "loss/g"
-        rows, names, written = report(args.sweep, metric)
+        rows, names, written = report(args.sweep, metric, columns)
     except (FileNotFoundError, KeyError) as e:
-        print(f"ganrun-report: error: {str(e).strip(chr(39))}", file=sys.stderr)
+        print(f"ganrun-report: error: {str(e).strip(chr(39) + chr(34))}", file=sys.stderr)
         sys.exit(1)
     print((Path(args.sweep) / "report.md").read_text())
     print("written: " + ", ".join(str(p) for p in written))

@@ -59,6 +59,14 @@ def test_report_groups_seeds_and_ranks_configurations(tmp_path):
     md = (sweep / "report.md").read_text()
     assert "| `loss=hinge,optim=adam` | 2 | 0 | 0 |" in md and "diverged: loss/d=nan" in md
     assert (sweep / "report_fid.png").stat().st_size > 1000 and sweep / "report_fid.png" in written
+    jobs_listed = md.split("Every job:")[1]
+    assert jobs_listed.count("| finished |") == 8 and jobs_listed.count("| diverged |") == 1
+    report(sweep, "fid", columns=["fid"])  # only these, in this order, in report.md
+    header = next(line for line in (sweep / "report.md").read_text().splitlines()
+                  if line.startswith("| configuration"))
+    assert header.endswith("| stopped | fid | images/s |")
+    with open(sweep / "report.csv") as f:
+        assert "is_mean" in next(csv.reader(f))  # the CSV keeps every metric
 
 
 def test_report_command_errors(tmp_path):
@@ -70,3 +78,6 @@ def test_report_command_errors(tmp_path):
     proc = subprocess.run([GANRUN + "-report", str(sweep), "--metric", "nope"],
                           capture_output=True, text=True, env=cli_env())
     assert proc.returncode == 1 and "metric nope not in the jobs' results" in proc.stderr
+    proc = subprocess.run([GANRUN + "-report", str(sweep), "--columns", "fid,nope"],
+                          capture_output=True, text=True, env=cli_env())
+    assert proc.returncode == 1 and proc.stderr.startswith("ganrun-report: error: --columns nope")
