@@ -137,3 +137,40 @@ def test_non_editable_wheel_finds_its_configs_from_any_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
     assert json.loads((run_dir / "metrics.json").read_text())["g_steps"] == 5
+
+
+def test_a_diverged_single_run_exits_1_with_one_line(tmp_path):
+    proc = ganrun("optim=sgd", "optim.lr_d=1e6", "train.steps=100", "metrics=none", cwd=tmp_path)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ganrun:")]
+    assert errors == ["ganrun: diverged: diverged at generator step 10: loss/d=nan, loss/g=nan, "
+                      "D/real=nan, D/fake=nan (finite at step 0)"]
+    assert "Traceback" not in proc.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_sigterm_exits_143_and_names_the_checkpoint_to_resume_from(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([GANRUN, "train.steps=100000", "train.ckpt_every=50", "metrics=none"],
+                            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("outputs/runs/*/checkpoints/last.ckpt")):
+            assert time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and saved["g_steps"] >= 50
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert f"ganrun: interrupted: SIGTERM at generator step {saved['g_steps']}; checkpoint " \
+           f"saved: {ckpt}" in err
+    assert f"ganrun: resume with: ganrun <the same options> ckpt_path={ckpt}" in err
