@@ -93,7 +93,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
                 except SystemExit:  # Lightning's own answer to SIGTERM, after ours has saved
                     if stop.name is None:
                         raise
-        if stop.name is not None:
+        if stop.name is not None and not (module and module.g_steps >= module.max_steps):
             saved = run_dir / "checkpoints" / CHECKPOINT_FILE
             raise Interrupted(stop.name, stop.number, module.g_steps if module else 0,
                               str(saved) if saved.is_file() else None)
