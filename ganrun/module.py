@@ -329,8 +329,7 @@ class GANModule(pl.LightningModule):
         if bool(torch.isfinite(self._stat_sums).all()):
             self._finite_at = step
             return True
-        stats = dict(zip(self.stat_names, (self._stat_sums / self._stat_count).tolist(),
-                         strict=True))
+        stats = self._mean_stats()
         bad = ", ".join(f"{k}={v}" for k, v in stats.items() if not math.isfinite(v))
         message = f"diverged at generator step {step}: {bad} (finite at step {self._finite_at})"
         if self.cfg.train.on_diverge == "restore" and len(self.restores) < self.cfg.train.max_restores:
@@ -366,10 +365,14 @@ class GANModule(pl.LightningModule):
                     message, self.g_steps, self.lr_scale, len(self.restores),
                     self.cfg.train.max_restores)
 
+    def _mean_stats(self) -> dict[str, float]:
+        """Losses and D outputs averaged since the last log (a host sync)."""
+        means = (self._stat_sums / self._stat_count).tolist()
+        return dict(zip(self.stat_names, means, strict=True))
+
     def _log_stats(self, step: int) -> None:
-        means = (self._stat_sums / self._stat_count).tolist()  # the one host sync
+        stats = self._mean_stats()
         self._stat_sums, self._stat_count = None, 0
-        stats = dict(zip(self.stat_names, means, strict=True))
         self.last_stats = stats
         now, seen = time.perf_counter(), self.images_seen
         rate = (seen - self._clock[1]) / max(now - self._clock[0], 1e-9)

@@ -34,7 +34,7 @@ class InMemoryBatches:
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.data.shape[0], generator=generator).to(self.data.device)
-        first = self.start - self.epoch * len(self) if self.start > self.epoch * len(self) else 0
+        first = max(self.start - self.epoch * len(self), 0)  # > 0 only in a resumed epoch
         self.epoch += 1
         for i in range(first, len(self)):
             index = order[i * self.batch_size:(i + 1) * self.batch_size]
