@@ -90,6 +90,29 @@ def test_inception_metrics_equal_torch_fidelity(tmp_path):
     _assert_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("dim,n_fake,n_real,shift", [(128, 300, 400, 0.3), (16, 200, 200, 0.0)])
+def test_kid_and_precision_recall_are_torch_fidelitys_bit_for_bit(dim, n_fake, n_real, shift):
+    # Our KID and precision/recall repeat torch-fidelity's operations so that their real
+    # parts can be cached: the results, cached or not, must be exactly theirs, also for
+    # two samples of one distribution (KID near 0, where rounding would show).
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    g = torch.Generator().manual_seed(dim)
+    real = torch.randn(n_real, dim, generator=g).abs()
+    fake = torch.randn(n_fake, dim, generator=g).abs() + shift
+    theirs = kid_features_to_metric(fake, real, kid_subsets=7, kid_subset_size=150, verbose=False)
+    cached = engine.kid_real_terms(real, engine.kid_draws(n_fake, n_real, 7, 150))
+    for real_terms in (None, cached):
+        assert engine.kid(fake, real, 7, 150, real_terms) == (
+            theirs["kernel_inception_distance_mean"], theirs["kernel_inception_distance_std"])
+    theirs = prc_features_to_metric(fake, real, prc_neighborhood=3, prc_batch_size=10000,
+                                    save_cpu_ram=True, verbose=False)
+    for radii in (None, engine.knn_radii(real, 3)):
+        assert engine.precision_recall(fake, real, 3, radii) == (theirs["precision"],
+                                                                theirs["recall"])
+
+
 def test_missing_inception_weights_name_both_ways_to_provide_them(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     import torch_fidelity.feature_extractor_inceptionv3 as fe
@@ -122,21 +145,28 @@ def test_digits_classifier_is_accurate_and_real_digits_score_high():
 
 def test_second_evaluator_reads_the_caches(monkeypatch):
     dataset, fake = _digits_pair()
-    cfg, dcfg = metrics_cfg(n_real=500)
+    cfg, dcfg = metrics_cfg(n_real=500, n_fake=len(fake))
     first = Evaluator(cfg, dataset, dcfg)
+    first_scores = first.evaluate(fake)  # the first evaluation caches the real terms too
     classifier_mtime = first.classifier_path.stat().st_mtime_ns
 
     import ganrun.metrics.evaluator as evaluator_module
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("the classifier was trained again")
+    def must_not_run(what):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"{what} was computed again")
+        return fail
 
-    monkeypatch.setattr(evaluator_module, "train_classifier", no_training)
+    monkeypatch.setattr(evaluator_module, "train_classifier", must_not_run("the classifier"))
     monkeypatch.setattr(Evaluator, "features", _count_calls(Evaluator.features))
+    knn_radii = engine.knn_radii
+    for real_only in ("knn_radii", "kid_real_terms"):  # the real parts of PR, D/C and KID
+        monkeypatch.setattr(engine, real_only, must_not_run(real_only))
     second = Evaluator(cfg, dataset, dcfg)
     assert second.real_cache_hit and Evaluator.features.calls == 0  # no real features recomputed
     assert first.classifier_path.stat().st_mtime_ns == classifier_mtime
-    assert second.evaluate(fake) == first.evaluate(fake)
+    monkeypatch.setattr(engine, "knn_radii", knn_radii)  # generated samples need their own
+    assert second.evaluate(fake) == first_scores  # KID from the cached real terms
 
 
 def _count_calls(fn):

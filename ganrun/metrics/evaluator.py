@@ -81,22 +81,57 @@ class Evaluator:
                 "split": "train", "dataset": self.dataset.name}
 
     def _real_features(self) -> tuple[dict, bool]:
+        """The real side's features (and logits), computed once and cached; the real-only
+        terms of the metrics join them in the same file on first use (`_real_terms`)."""
         key = fingerprint(self.dataset, {"extractor": self.extractor_id, "n_real": self.n_real,
                                          "split": "train"})
-        path = self.cache_dir / "stats" / f"{self.dataset.name}-{key}.pt"
-        if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=False), True
+        self.stats_path = self.cache_dir / "stats" / f"{self.dataset.name}-{key}.pt"
+        if self.stats_path.is_file():
+            return torch.load(self.stats_path, map_location="cpu", weights_only=False), True
         order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(0))
         data = self.dataset.data[order[: self.n_real]]
         if data.dtype == torch.uint8:
             data = data.float().div(127.5).sub(1.0)
         real = self.features(data)
-        real["fid_stats"] = engine.fid_statistics(real["features"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(real, tmp)
-        os.replace(tmp, path)
+        self._save_real(real)
         return real, False
+
+    def _save_real(self, real: dict) -> None:
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.stats_path.with_suffix(".tmp")
+        torch.save(real, tmp)
+        os.replace(tmp, self.stats_path)
+
+    def _real_terms(self, n_fake: int) -> dict:
+        """The real-only parts of the configured metrics, computed once and cached with
+        the real features: FID statistics, the k-NN radii of precision/recall and
+        density/coverage, KID's real-real kernel sums for n_fake generated samples.
+        Called after the generated side's features, so that this numpy work does not
+        sit between torch's (on few cores their thread pools slow each other)."""
+        cfg, names, features = self.cfg, set(self.cfg.names), self.real["features"]
+        terms = self.real.setdefault("terms", {})
+        needed = {}
+        if "fid" in names:
+            needed["fid_stats"] = lambda: engine.fid_statistics(features)
+        if "pr" in names:
+            needed[f"pr_k{cfg.pr_k}"] = lambda: engine.knn_radii(features.float(), cfg.pr_k)
+        if "dc" in names:
+            needed[f"dc_k{cfg.dc_k}"] = lambda: engine.knn_radii(features.double(), cfg.dc_k)
+        if "kid" in names:
+            key, size = self._kid_key(n_fake)
+            needed[key] = lambda: engine.kid_real_terms(
+                features, engine.kid_draws(n_fake, len(features), cfg.kid_subsets, size))
+        missing = [key for key in needed if key not in terms]
+        for key in missing:
+            terms[key] = needed[key]()
+        if missing:
+            self._save_real(self.real)
+        return terms
+
+    def _kid_key(self, n_fake: int) -> tuple[str, int]:
+        """KID's subsets depend on both counts: the cache key of their real terms."""
+        size = engine.kid_size(self.cfg.kid_subset_size, n_fake, self.n_real)
+        return f"kid_n{n_fake}_s{self.cfg.kid_subsets}_m{size}", size
 
     @torch.no_grad()
     def features(self, samples: Tensor) -> dict[str, Tensor]:
@@ -116,15 +151,19 @@ class Evaluator:
         names, cfg = set(self.cfg.names), self.cfg
         fake_out = self.features(fake)
         f, r = fake_out["features"], self.real["features"]
+        terms = self._real_terms(len(f))
         out: dict[str, float] = {}
         if "fid" in names:
-            out["fid"] = engine.fid(engine.fid_statistics(f), self.real["fid_stats"])
+            out["fid"] = engine.fid(engine.fid_statistics(f), terms["fid_stats"])
         if "kid" in names:
-            out["kid"], out["kid_std"] = engine.kid(f, r, cfg.kid_subsets, cfg.kid_subset_size)
+            out["kid"], out["kid_std"] = engine.kid(
+                f, r, cfg.kid_subsets, cfg.kid_subset_size, terms[self._kid_key(len(f))[0]])
         if "pr" in names:
-            out["precision"], out["recall"] = engine.precision_recall(f, r, cfg.pr_k)
+            out["precision"], out["recall"] = engine.precision_recall(
+                f, r, cfg.pr_k, terms[f"pr_k{cfg.pr_k}"])
         if "dc" in names:
-            out["density"], out["coverage"] = engine.density_coverage(f, r, cfg.dc_k)
+            out["density"], out["coverage"] = engine.density_coverage(
+                f, r, cfg.dc_k, terms[f"dc_k{cfg.dc_k}"])
         if "logits" in fake_out:
             if "is" in names:
                 out["is"], out["is_std"] = engine.inception_score(fake_out["logits"])

@@ -5,6 +5,11 @@ when it lies within 3 standard deviations of that centre. A mode is covered when
 it holds at least `min_share` of the high-quality samples a uniform generator
 would put there (PacGAN: at least 20 of the expected 100, i.e. 0.2). Reverse KL
 is KL(q || uniform) for q the histogram of high-quality samples over modes.
+
+"Within 3 std" is a distance in the plane, as in PacGAN's code (Mahalanobis
+distance under 3). A 2-D Gaussian puts 1 - exp(-9/2) = 98.9% of its mass there,
+not the 1-D rule's 99.7%: samples of the true mixture score about 98.9%, points
+exactly on the centres 100%.
 """
 
 from __future__ import annotations
