@@ -108,7 +108,7 @@ def test_kid_and_precision_recall_are_torch_fidelitys_bit_for_bit(dim, n_fake, n
             theirs["kernel_inception_distance_mean"], theirs["kernel_inception_distance_std"])
     theirs = prc_features_to_metric(fake, real, prc_neighborhood=3, prc_batch_size=10000,
                                     save_cpu_ram=True, verbose=False)
-    for radii in (None, engine.knn_radii(real, 3)):
+    for radii in (None, engine.knn_radii(real, 3), engine.knn_radii(real, 3, block=7)):
         assert engine.precision_recall(fake, real, 3, radii) == (theirs["precision"],
                                                                 theirs["recall"])
 
@@ -178,7 +178,9 @@ def _count_calls(fn):
     return wrapper
 
 
-def test_density_and_coverage_by_hand():
+@pytest.mark.parametrize("block", [4096, 7])  # one block, and rows a few at a time
+def test_density_and_coverage_by_hand(monkeypatch, block):
+    monkeypatch.setattr(engine, "DC_BLOCK", block)
     rng = np.random.default_rng(0)
     real, fake = rng.normal(size=(30, 3)), rng.normal(loc=0.3, size=(20, 3))
     k = 4
@@ -186,6 +188,7 @@ def test_density_and_coverage_by_hand():
     radius = np.sort(d_rr, axis=1)[:, k]
     d_rf = np.linalg.norm(real[:, None] - fake[None], axis=2)
     inside = d_rf <= radius[:, None]
+    assert engine.dc_radii(torch.tensor(real), k).numpy() == pytest.approx(radius)
     density, coverage = engine.density_coverage(torch.tensor(fake), torch.tensor(real), k)
     assert density == pytest.approx(inside.sum() / (k * 20))
     assert coverage == pytest.approx(inside.any(axis=1).mean())

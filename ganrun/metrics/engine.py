@@ -22,6 +22,7 @@ from torch_fidelity.metric_kid import kernel_poly
 
 PR_BLOCK = 10000  # torch-fidelity's default prc_batch_size
 KID_SEED = 2020  # torch-fidelity's default rng_seed
+DC_BLOCK = 4096  # rows at a time for density/coverage (float64 distances)
 
 
 def fid_statistics(features: Tensor) -> dict:
@@ -91,13 +92,15 @@ def _cdist(rows: Tensor, cols: Tensor, block: int = PR_BLOCK) -> Tensor:
                       for r in rows.split(block)])
 
 
-def knn_radii(features: Tensor, k: int) -> Tensor:
+def knn_radii(features: Tensor, k: int, block: int = PR_BLOCK) -> Tensor:
     """Distance from each sample to its k-th nearest other sample: the radius of its
     k-NN ball. This is the real side's share of precision/recall (float32, as
-    torch-fidelity) and of density/coverage (float64), cached with the real features."""
+    torch-fidelity) and of density/coverage (float64), cached with the real features.
+    Rows go `block` at a time, so 50k samples need a 10k x 50k matrix, not 50k x 50k."""
     # The (k+1)-th smallest (itself is at 0): the value torch-fidelity's kthvalue picks,
     # found by topk, several times faster on CPU.
-    return _cdist(features, features).topk(k + 1, dim=1, largest=False).values[:, k]
+    return torch.cat([_cdist(rows, features, block).topk(k + 1, dim=1, largest=False).values[:, k]
+                      for rows in features.split(block)])
 
 
 def precision_recall(fake: Tensor, real: Tensor, k: int,
@@ -116,6 +119,11 @@ def precision_recall(fake: Tensor, real: Tensor, k: int,
     return precision, recall
 
 
+def dc_radii(real: Tensor, k: int) -> Tensor:
+    """The real k-NN radii of density/coverage, in float64."""
+    return knn_radii(real.double().cpu(), k, DC_BLOCK)
+
+
 def density_coverage(fake: Tensor, real: Tensor, k: int,
                      real_radii: Tensor | None = None) -> tuple[float, float]:
     """Naeem et al. 2020: around each real sample a ball to its k-th nearest real
@@ -123,11 +131,13 @@ def density_coverage(fake: Tensor, real: Tensor, k: int,
     coverage = share of real balls holding at least one fake."""
     fake, real = fake.double().cpu(), real.double().cpu()
     if real_radii is None:
-        real_radii = knn_radii(real, k)
-    inside = _cdist(real, fake) <= real_radii[:, None]
-    density = inside.sum().item() / (k * fake.shape[0])
-    coverage = inside.any(dim=1).double().mean().item()
-    return density, coverage
+        real_radii = dc_radii(real, k)
+    inside, covered = 0, 0
+    for rows, radii in zip(real.split(DC_BLOCK), real_radii.split(DC_BLOCK), strict=True):
+        balls = _cdist(rows, fake, DC_BLOCK) <= radii[:, None]
+        inside += balls.sum().item()
+        covered += balls.any(dim=1).sum().item()
+    return inside / (k * fake.shape[0]), covered / real.shape[0]
 
 
 def class_coverage(logits: Tensor, num_classes: int, min_share: float) -> tuple[int, float]:

@@ -116,7 +116,7 @@ class Evaluator:
         if "pr" in names:
             needed[f"pr_k{cfg.pr_k}"] = lambda: engine.knn_radii(features.float(), cfg.pr_k)
         if "dc" in names:
-            needed[f"dc_k{cfg.dc_k}"] = lambda: engine.knn_radii(features.double(), cfg.dc_k)
+            needed[f"dc_k{cfg.dc_k}"] = lambda: engine.dc_radii(features, cfg.dc_k)
         if "kid" in names:
             key, size = self._kid_key(n_fake)
             needed[key] = lambda: engine.kid_real_terms(
