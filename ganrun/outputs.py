@@ -13,6 +13,21 @@ METRICS_LOG = "metrics.jsonl"  # one line per evaluation, with its protocol
 CHECKPOINT_FILE = "last.ckpt"  # in checkpoints/, written atomically
 
 
+def checkpoint_of(path: str) -> Path:
+    """A checkpoint file, or a run directory's checkpoints/last.ckpt."""
+    from ganrun.errors import UserError
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        ckpt = p / "checkpoints" / CHECKPOINT_FILE
+        if not ckpt.is_file():
+            raise UserError(f"{path}: a directory without a checkpoint (expected {ckpt})")
+        return ckpt
+    if not p.is_file():
+        raise UserError(f"{path}: no such file")
+    return p
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` via a temporary file and a rename (never half-written)."""
     path = Path(path)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ganrun.errors import UserError
-from ganrun.outputs import CHECKPOINT_FILE
+from ganrun.outputs import checkpoint_of
 
 USAGE_SAMPLE = ("usage: ganrun-sample <run dir or checkpoint> [n=64] [out=PATH] [folder=true] "
                 "[seed=0] [truncation=T]")
@@ -52,14 +52,6 @@ def _parse(argv: list[str], allowed: dict[str, type], usage: str) -> tuple[str, 
     if path is None:
         raise UserError(f"give a run directory or a checkpoint\n{usage}")
     return path, options, images
-
-
-def checkpoint_of(path: str) -> Path:
-    p = Path(path).expanduser()
-    ckpt = p / "checkpoints" / CHECKPOINT_FILE if p.is_dir() else p
-    if not ckpt.is_file():
-        raise UserError(f"{path}: no checkpoint (expected {ckpt})")
-    return ckpt
 
 
 def load_module(ckpt: Path):

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ganrun.errors import DivergedError, Interrupted, UserError
-from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
+from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, checkpoint_of, write_json
 from ganrun.schema import validate
 
 log = logging.getLogger("ganrun")
@@ -176,12 +176,13 @@ class StopOnSignals:
 
 
 def _checked_ckpt_path(path: str | None) -> str | None:
+    """The checkpoint to resume from: a file, or a run directory's last checkpoint."""
     if path is None:
         return None
-    expanded = os.path.expanduser(path)
-    if not os.path.isfile(expanded):
-        raise UserError(f"ckpt_path={path}: no such file")
-    return expanded
+    try:
+        return str(checkpoint_of(path))
+    except UserError as e:
+        raise UserError(f"ckpt_path={e}") from None
 
 
 def _check_fits(path: str, given: str, module) -> None:

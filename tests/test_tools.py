@@ -50,8 +50,10 @@ def test_eval_of_a_finished_run_and_of_a_folder(train_fast, tmp_path):
 
 
 def test_bad_paths_and_options_are_clear(tmp_path):
-    with pytest.raises(UserError, match="no checkpoint"):
+    with pytest.raises(UserError, match="a directory without a checkpoint"):
         sample(str(tmp_path))
+    with pytest.raises(UserError, match="nope.ckpt: no such file"):
+        sample(str(tmp_path / "nope.ckpt"))
     (tmp_path / "x.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a ganrun checkpoint"):
         sample(str(tmp_path / "x.ckpt"))

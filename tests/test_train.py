@@ -150,10 +150,12 @@ def test_resume_continues_to_the_requested_generator_step(train_fast):
     # The generator moved on from the checkpoint it started from.
     key = next(k for k in state["state_dict"] if k.startswith("G."))
     assert not torch.equal(state["state_dict"][key], resumed["state_dict"][key])
-    # Already at the budget: nothing more is trained.
-    third, _ = train_fast(f"ckpt_path={second_dir / 'checkpoints' / 'last.ckpt'}",
-                          "train.steps=9", name="third")
+    # A run directory stands for its last checkpoint. Already at the budget: nothing
+    # more is trained.
+    third, _ = train_fast(f"ckpt_path={second_dir}", "train.steps=9", name="third")
     assert third["g_steps"] == 9 and third["images_seen"] == 9 * 64
+    fourth, _ = train_fast(f"ckpt_path={second_dir}", "train.steps=10", name="fourth")
+    assert fourth["g_steps"] == 10 and fourth["images_seen"] == 10 * 64
 
 
 def test_missing_checkpoint_is_a_clear_error(train_fast, tmp_path):
@@ -163,6 +165,12 @@ def test_missing_checkpoint_is_a_clear_error(train_fast, tmp_path):
         train_fast(f"ckpt_path={tmp_path / 'nope.ckpt'}")
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["status"] == "failed" and "no such file" in saved["reason"]
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    expected = empty / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=f"ckpt_path={empty}: a directory without a checkpoint "
+                                        f"\\(expected {expected}\\)"):
+        train_fast(f"ckpt_path={empty}")
 
 
 def test_same_seed_same_losses(train_fast):
