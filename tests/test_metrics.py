@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -202,3 +204,26 @@ def test_class_coverage_counts_and_kl():
     assert covered == 3
     q = np.array([0.6, 0.35, 0.05])
     assert kl == pytest.approx((q * np.log(q * 4)).sum())
+
+
+def test_cache_writes_of_parallel_jobs_do_not_mix(tmp_path, monkeypatch):
+    # Two jobs of a parallel sweep write the same cache entry at once: the second starts
+    # and finishes while the first is half way through. Both must land whole, neither
+    # may trip over the other's temporary file.
+    import ganrun.metrics.extractors as extractors
+
+    target = tmp_path / "stats" / "digits-abc.pt"
+    real_save, real_pid = torch.save, os.getpid()
+
+    def save_with_a_second_job_in_between(obj, path):
+        with open(path, "wb") as f:
+            if os.getpid() == real_pid:  # the first job has opened its file when...
+                monkeypatch.setattr(extractors.os, "getpid", lambda: real_pid + 1)
+                extractors.save_cached({"job": 2}, target)  # ...another writes the entry
+                monkeypatch.setattr(extractors.os, "getpid", lambda: real_pid)
+            real_save(obj, f)
+
+    monkeypatch.setattr(extractors.torch, "save", save_with_a_second_job_in_between)
+    extractors.save_cached({"job": 1}, target)
+    assert torch.load(target) == {"job": 1}  # the last rename wins, whole
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporaries left

@@ -18,6 +18,7 @@ from ganrun.metrics.extractors import (
     classifier_path,
     fingerprint,
     load_inception,
+    save_cached,
     to_uint8_rgb,
     train_classifier,
 )
@@ -93,14 +94,8 @@ class Evaluator:
         if data.dtype == torch.uint8:
             data = data.float().div(127.5).sub(1.0)
         real = self.features(data)
-        self._save_real(real)
+        save_cached(real, self.stats_path)
         return real, False
-
-    def _save_real(self, real: dict) -> None:
-        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.stats_path.with_suffix(".tmp")
-        torch.save(real, tmp)
-        os.replace(tmp, self.stats_path)
 
     def _real_terms(self, n_fake: int) -> dict:
         """The real-only parts of the configured metrics, computed once and cached with
@@ -125,7 +120,7 @@ class Evaluator:
         for key in missing:
             terms[key] = needed[key]()
         if missing:
-            self._save_real(self.real)
+            save_cached(self.real, self.stats_path)
         return terms
 
     def _kid_key(self, n_fake: int) -> tuple[str, int]:

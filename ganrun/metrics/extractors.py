@@ -79,6 +79,15 @@ def classifier_path(cache_dir: Path, dataset, cfg) -> Path:
     return Path(cache_dir) / "classifiers" / f"{dataset.name}-{key}.pt"
 
 
+def save_cached(obj, path: Path) -> None:
+    """torch.save into the shared cache: via a temporary file of this process's own and a
+    rename, so jobs of a parallel sweep writing the same entry never mix their bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def holdout_split(n: int, holdout: float) -> tuple[Tensor, Tensor]:
     """(held-out, training) indices of the classifier: a fixed random split."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
@@ -112,10 +121,7 @@ def train_classifier(dataset, cfg, path: Path) -> dict:
                       for b in test.split(1024))
     info = {"dataset": dataset.name, "accuracy": correct / n_test, "n_train": len(train),
             "n_test": n_test, "steps": cfg.classifier_steps}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"spec": net.spec(), "state_dict": net.state_dict(), "info": info}, tmp)
-    os.replace(tmp, path)
+    save_cached({"spec": net.spec(), "state_dict": net.state_dict(), "info": info}, path)
     path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
