@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ganrun.errors import UserError
+
 METRICS_FILE = "metrics.json"
 METRICS_LOG = "metrics.jsonl"  # one line per evaluation, with its protocol
 CHECKPOINT_FILE = "last.ckpt"  # in checkpoints/, written atomically
@@ -15,8 +17,6 @@ CHECKPOINT_FILE = "last.ckpt"  # in checkpoints/, written atomically
 
 def checkpoint_of(path: str) -> Path:
     """A checkpoint file, or a run directory's checkpoints/last.ckpt."""
-    from ganrun.errors import UserError
-
     p = Path(path).expanduser()
     if p.is_dir():
         ckpt = p / "checkpoints" / CHECKPOINT_FILE
