@@ -55,6 +55,7 @@ def _train(cfg: DictConfig) -> float | None:
         return _fail(e, multirun and not isinstance(e, ObjectiveError))
     from ganrun.train import run
 
+    _fit_to_launcher(cfg, hydra_cfg.launcher)
     if multirun:
         _share_the_machine(cfg, hydra_cfg)
     objective = cfg.get("optimized_metric")
@@ -102,6 +103,19 @@ def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, choices
+
+
+def _fit_to_launcher(cfg: DictConfig, launcher) -> None:
+    """Under submitit (SLURM) with several tasks, the job is one Lightning DDP run over
+    them: one process per task (and GPU), `tasks_per_node` on each of `nodes`.
+    Lightning reads the ranks from SLURM's environment; nothing is launched here."""
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return
+    tasks, nodes = int(launcher.get("tasks_per_node", 1)), int(launcher.get("nodes", 1))
+    if tasks * nodes > 1:
+        cfg.trainer.strategy = "ddp"
+        cfg.trainer.devices = tasks
+        cfg.trainer.num_nodes = nodes
 
 
 def _share_the_machine(cfg: DictConfig, hydra_cfg) -> None:

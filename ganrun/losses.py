@@ -6,15 +6,30 @@ models: `d_loss(real_out, fake_out, real_target, fake_target)` and
 per sample, the default), D's features (mmd) or the samples themselves (mmd with
 `space: samples`, which trains no D). Targets are used by the losses that have
 them (bce, nsgan, lsgan) and are where label smoothing and label noise act.
+
+Each loss is registered under its name with its config schema (`Config`) and,
+where it has rules beyond types, a `check`: one class and one YAML per loss.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from torch import Tensor
 
+from ganrun.errors import UserError
+from ganrun.registry import Registry
+
 Target = float | Tensor
+LOSSES = Registry("loss")
+
+
+@dataclass
+class LossConfig:
+    name: str = MISSING
 
 
 def _bce_d(real_out: Tensor, fake_out: Tensor, real_target: Target, fake_target: Target) -> Tensor:
@@ -28,6 +43,8 @@ def _bce_d(real_out: Tensor, fake_out: Tensor, real_target: Target, fake_target:
 class AdversarialLoss:
     """Base: the targets a D loss uses when none are given."""
 
+    name = "loss"
+    Config = LossConfig
     real_target: float = 1.0
     fake_target: float = 0.0
     uses_targets = False
@@ -41,10 +58,16 @@ class AdversarialLoss:
     def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def check(params, cfg) -> None:
+        """Rules beyond the schema's types: raise UserError naming the key."""
 
+
+@LOSSES.register
 class MinimaxLoss(AdversarialLoss):
     """Saturating minimax (Goodfellow et al. 2014): G minimises log(1 - D(G(z)))."""
 
+    name = "bce"
     uses_targets = True
 
     def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
@@ -55,15 +78,21 @@ class MinimaxLoss(AdversarialLoss):
         return -F.softplus(fake_out).mean()
 
 
+@LOSSES.register
 class NonSaturatingLoss(MinimaxLoss):
     """Non-saturating GAN: G minimises -log D(G(z)) = softplus(-x)."""
+
+    name = "nsgan"
 
     def g_loss(self, fake_out, real_out=None):
         return F.softplus(-fake_out).mean()
 
 
+@LOSSES.register
 class WassersteinLoss(AdversarialLoss):
     """WGAN critic (Arjovsky et al. 2017): D minimises E[D(fake)] - E[D(real)]."""
+
+    name = "wgan"
 
     def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
         return fake_out.mean() - real_out.mean()
@@ -72,10 +101,25 @@ class WassersteinLoss(AdversarialLoss):
         return -fake_out.mean()
 
 
+@LOSSES.register
+class WassersteinGPLoss(WassersteinLoss):
+    """The Wasserstein loss of WGAN-GP (the penalty is the preset's regularizer)."""
+
+    name = "wgan_gp"
+
+
+@LOSSES.register
 class LeastSquaresLoss(AdversarialLoss):
     """LSGAN (Mao et al. 2017) with the a-b-c coding."""
 
+    name = "lsgan"
     uses_targets = True
+
+    @dataclass
+    class Config(LossConfig):
+        a: float = MISSING
+        b: float = MISSING
+        c: float = MISSING
 
     def __init__(self, a: float = 0.0, b: float = 1.0, c: float = 1.0):
         self.a, self.b, self.c = a, b, c
@@ -90,8 +134,11 @@ class LeastSquaresLoss(AdversarialLoss):
         return 0.5 * (fake_out - self.c).pow(2).mean()
 
 
+@LOSSES.register
 class HingeLoss(AdversarialLoss):
     """Hinge loss (Lim & Ye 2017; Miyato et al. 2018)."""
+
+    name = "hinge"
 
     def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
         return torch.relu(1.0 - real_out).mean() + torch.relu(1.0 + fake_out).mean()
@@ -100,10 +147,12 @@ class HingeLoss(AdversarialLoss):
         return -fake_out.mean()
 
 
+@LOSSES.register
 class RelativisticAverageLoss(AdversarialLoss):
     """RaSGAN (Jolicoeur-Martineau 2018): D judges whether real data is more realistic
     than the average fake, and the reverse; G gets the mirrored loss."""
 
+    name = "ragan"
     g_uses_real = True
 
     def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
@@ -117,11 +166,28 @@ class RelativisticAverageLoss(AdversarialLoss):
         return F.softplus(real_rel).mean() + F.softplus(-fake_rel).mean()
 
 
+@LOSSES.register
 class MMDLoss(AdversarialLoss):
     """MMD GAN (Li et al. 2017; Binkowski et al. 2018): G minimises the squared kernel
     MMD between real and fake D features (or raw samples); D maximises it."""
 
+    name = "mmd"
     g_uses_real = True
+
+    @dataclass
+    class Config(LossConfig):
+        space: str = MISSING
+        kernel: str = MISSING
+        bandwidths: list[float] = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        for key, valid in (("space", ("features", "samples")), ("kernel", ("rbf", "rq"))):
+            if params[key] not in valid:
+                raise UserError(f"loss.{key}: '{params[key]}' is not supported; valid: "
+                                f"{', '.join(valid)}")
+        if not params.bandwidths or min(params.bandwidths) <= 0:
+            raise UserError("loss.bandwidths must be a non-empty list of positive numbers")
 
     def __init__(self, space: str = "features", kernel: str = "rbf",
                  bandwidths: list[float] | tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)):
@@ -159,18 +225,6 @@ def mmd2(x: Tensor, y: Tensor, kernel: str, bandwidths: tuple[float, ...]) -> Te
 
 def _or(value: Target | None, default: float) -> Target:
     return default if value is None else value
-
-
-LOSSES: dict[str, type[AdversarialLoss]] = {
-    "bce": MinimaxLoss,
-    "nsgan": NonSaturatingLoss,
-    "wgan": WassersteinLoss,
-    "wgan_gp": WassersteinLoss,
-    "lsgan": LeastSquaresLoss,
-    "hinge": HingeLoss,
-    "ragan": RelativisticAverageLoss,
-    "mmd": MMDLoss,
-}
 
 
 def build_loss(cfg) -> AdversarialLoss:

@@ -12,6 +12,10 @@ A regularizer overrides only the hooks it needs; the training step calls only th
 
 `ctx` is a `StepContext`. Regularizers that keep state across steps (running
 averages, a replay buffer) save it with the checkpoint via `state_dict()`.
+
+Each class is registered under its name with its config schema (`Config`, every
+field MISSING: configs/regularizer/<name>.yaml holds the defaults), its traits
+(`acts_on_d`, `excludes`) and its own value rules (`check`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from omegaconf import MISSING
 from torch import Tensor, nn
+
+from ganrun.errors import UserError
+from ganrun.registry import Registry
+
+REGULARIZERS = Registry("regularizer")
 
 HOOKS = ("d_inputs", "d_fakes", "targets", "d_penalty", "g_penalty", "after_d_step",
          "after_g_step")
@@ -46,6 +56,17 @@ class Regularizer:
     name = "regularizer"
     order = 0  # wrap order: structural changes first, copies of G (ema) last
     needs_real_features = False  # whether g_penalty reads D's features of the real batch
+    acts_on_d = False  # on D's inputs, outputs, weights or loss: needs a trained D
+    excludes: tuple[str, ...] = ()  # regularizers it cannot be combined with, and why
+    excludes_why = ""
+
+    @dataclass
+    class Config:
+        pass
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        """Rules beyond the schema's types (raise UserError naming the key)."""
 
     def wrap(self, G: nn.Module, D: nn.Module) -> None:
         pass
@@ -78,9 +99,15 @@ class Regularizer:
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    def hooks(self) -> set[str]:
+    @classmethod
+    def hooks(cls) -> set[str]:
         """The hooks this class overrides."""
-        return {h for h in HOOKS if getattr(type(self), h) is not getattr(Regularizer, h)}
+        return {h for h in HOOKS if getattr(cls, h) is not getattr(Regularizer, h)}
+
+
+def in_unit_interval(name: str, key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"regularizer.{name}.{key} must be in [0, 1] (got {value})")
 
 
 # --- penalties on D ---------------------------------------------------------------------
@@ -98,10 +125,17 @@ def _per_sample(like: Tensor, fill: Tensor) -> Tensor:
     return fill.view((like.shape[0],) + (1,) * (like.dim() - 1))
 
 
+@REGULARIZERS.register
 class GradientPenalty(Regularizer):
     """WGAN-GP: weight * E[(||grad D(x_hat)|| - 1)^2], x_hat on real-fake lines."""
 
     name = "gradient_penalty"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        weight: float = MISSING
+        one_sided: bool = MISSING
 
     def __init__(self, weight: float = 10.0, one_sided: bool = False):
         self.weight = weight
@@ -117,11 +151,18 @@ class GradientPenalty(Regularizer):
         return self.weight * gap.pow(2).mean()
 
 
+@REGULARIZERS.register
 class R1Penalty(Regularizer):
     """R1 (Mescheder et al. 2018): gamma / 2 * E_real[||grad D(x)||^2]. With `every` > 1
     it is applied lazily, every N-th D step with its weight times N (StyleGAN2)."""
 
     name = "r1"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        gamma: float = MISSING
+        every: int = MISSING
 
     def __init__(self, gamma: float = 10.0, every: int = 1):
         self.gamma = gamma
@@ -142,11 +183,18 @@ class R1Penalty(Regularizer):
         self.calls = state.get("calls", 0)
 
 
+@REGULARIZERS.register
 class DRAGANPenalty(Regularizer):
     """DRAGAN (Kodali et al. 2017): weight * E[(||grad D(x_hat)|| - 1)^2] with x_hat
     between real x and x + c * std(x) * U[0, 1] noise (a neighbourhood of the data)."""
 
     name = "dragan"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        weight: float = MISSING
+        c: float = MISSING
 
     def __init__(self, weight: float = 10.0, c: float = 0.5):
         self.weight = weight
@@ -164,10 +212,23 @@ class DRAGANPenalty(Regularizer):
 # --- constraints and structure ----------------------------------------------------------
 
 
+@REGULARIZERS.register
 class WeightClip(Regularizer):
     """WGAN weight clipping: every D parameter into [-clip, clip] after each D step."""
 
     name = "weight_clip"
+    acts_on_d = True
+    excludes = ("spectral_norm",)
+    excludes_why = "both constrain D's Lipschitz constant"
+
+    @dataclass
+    class Config:
+        clip: float = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        if not params.clip > 0:
+            raise UserError("regularizer.weight_clip.clip must be > 0")
 
     def __init__(self, clip: float = 0.01):
         self.clip = clip
@@ -182,10 +243,18 @@ class WeightClip(Regularizer):
         torch._foreach_clamp_max_(self._params, self.clip)
 
 
+@REGULARIZERS.register
 class SpectralNorm(Regularizer):
     """Spectral normalisation (Miyato et al. 2018) of D's (and optionally G's) weights."""
 
     name = "spectral_norm"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        n_power_iterations: int = MISSING
+        generator: bool = MISSING
+
     order = 5  # after the layers other regularizers add to D's head
 
     def __init__(self, n_power_iterations: int = 1, generator: bool = False):
@@ -201,10 +270,23 @@ class SpectralNorm(Regularizer):
                     )
 
 
+@REGULARIZERS.register
 class Dropout(Regularizer):
     """Dropout after every hidden activation of D (and/or G); G's output is left alone."""
 
     name = "dropout"
+
+    @dataclass
+    class Config:
+        rate: float = MISSING
+        d: bool = MISSING
+        g: bool = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        in_unit_interval("dropout", "rate", params.rate)
+        if not (params.d or params.g):
+            raise UserError("regularizer.dropout: set d=true and/or g=true")
 
     def __init__(self, rate: float = 0.3, d: bool = True, g: bool = False):
         self.rate, self.d, self.g = rate, d, g
@@ -264,8 +346,15 @@ def _extend_head(D: nn.Module, layer: nn.Module, extra: int) -> None:
     D.head = nn.Sequential(*layers)
 
 
+@REGULARIZERS.register
 class MinibatchDiscriminationLayer(Regularizer):
     name = "minibatch_discrimination"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        kernels: int = MISSING
+        kernel_dim: int = MISSING
 
     def __init__(self, kernels: int = 32, kernel_dim: int = 8):
         self.kernels, self.kernel_dim = kernels, kernel_dim
@@ -276,8 +365,14 @@ class MinibatchDiscriminationLayer(Regularizer):
                      self.kernels)
 
 
+@REGULARIZERS.register
 class MinibatchStdDevLayer(Regularizer):
     name = "minibatch_stddev"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        group_size: int = MISSING
 
     def __init__(self, group_size: int = 4):
         self.group_size = group_size
@@ -294,10 +389,20 @@ def _head_in_features(D: nn.Module) -> int:
 # --- targets and inputs -------------------------------------------------------------------
 
 
+@REGULARIZERS.register
 class LabelSmoothing(Regularizer):
     """One-sided label smoothing (Salimans et al. 2016): the real target becomes alpha."""
 
     name = "label_smoothing"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        alpha: float = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        in_unit_interval("label_smoothing", "alpha", params.alpha)
 
     def __init__(self, alpha: float = 0.9):
         self.alpha = alpha
@@ -306,11 +411,21 @@ class LabelSmoothing(Regularizer):
         return real_target * self.alpha, fake_target
 
 
+@REGULARIZERS.register
 class LabelNoise(Regularizer):
     """Flips a random `fraction` of D's targets: real samples get the fake target and
     fake samples the real one."""
 
     name = "label_noise"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        fraction: float = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        in_unit_interval("label_noise", "fraction", params.fraction)
 
     def __init__(self, fraction: float = 0.05):
         self.fraction = fraction
@@ -323,11 +438,18 @@ class LabelNoise(Regularizer):
         return torch.where(flip_real, ft, rt), torch.where(flip_fake, rt, ft)
 
 
+@REGULARIZERS.register
 class InstanceNoise(Regularizer):
     """Gaussian noise on every D input (Sønderby et al. 2017), its std annealed linearly
     from `std` to 0 over `anneal_steps` generator steps."""
 
     name = "instance_noise"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        std: float = MISSING
+        anneal_steps: int | None = MISSING
 
     def __init__(self, std: float = 0.1, anneal_steps: int | None = None, total_steps: int = 1):
         self.std = std
@@ -341,12 +463,26 @@ class InstanceNoise(Regularizer):
         return x + std * torch.randn_like(x) if std > 0 else x
 
 
+@REGULARIZERS.register
 class ExperienceReplay(Regularizer):
     """A buffer of past fakes (Pfau & Vinyals 2016; Shrivastava et al. 2017): a `fraction`
     of each D step's fake batch is replaced by samples drawn from the buffer, and as many
     of the current fakes are written into it (oldest first)."""
 
     name = "experience_replay"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        size: int = MISSING
+        fraction: float = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        in_unit_interval("experience_replay", "fraction", params.fraction)
+        if cfg.model.conditional:
+            raise UserError("regularizer experience_replay keeps past fakes without their "
+                            "labels: it cannot be combined with model.conditional=true")
 
     def __init__(self, size: int = 2048, fraction: float = 0.5):
         self.size, self.fraction = size, fraction
@@ -381,11 +517,18 @@ class ExperienceReplay(Regularizer):
 # --- penalties on G ---------------------------------------------------------------------
 
 
+@REGULARIZERS.register
 class FeatureMatching(Regularizer):
     """Salimans et al. 2016: weight * ||E_real f(x) - E_fake f(G(z))||_2^2 on D's
     last hidden features f, added to G's loss."""
 
     name = "feature_matching"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        weight: float = MISSING
+
     needs_real_features = True
 
     def __init__(self, weight: float = 1.0):
@@ -396,11 +539,23 @@ class FeatureMatching(Regularizer):
         return self.weight * gap.pow(2).sum()
 
 
+@REGULARIZERS.register
 class Diversity(Regularizer):
     """Mode seeking (Mao et al. 2019): with the batch split in halves (z1, z2),
     ratio = mean|G(z1) - G(z2)| / mean|z1 - z2|; G's loss gets weight / (ratio + eps)."""
 
     name = "diversity"
+
+    @dataclass
+    class Config:
+        weight: float = MISSING
+        eps: float = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        if cfg.dataset.batch_size < 2:
+            raise UserError("regularizer diversity compares pairs of samples: "
+                            "dataset.batch_size >= 2")
 
     def __init__(self, weight: float = 1.0, eps: float = 1e-5):
         self.weight, self.eps = weight, eps
@@ -413,11 +568,17 @@ class Diversity(Regularizer):
         return self.weight / (ratio + self.eps)
 
 
+@REGULARIZERS.register
 class HistoricalAveraging(Regularizer):
     """Salimans et al. 2016: weight * ||theta - mean of past thetas||^2, on D's
     parameters (and on G's with generator: true)."""
 
     name = "historical_averaging"
+
+    @dataclass
+    class Config:
+        weight: float = MISSING
+        generator: bool = MISSING
 
     def __init__(self, weight: float = 1e-3, generator: bool = True):
         self.weight, self.generator = weight, generator
@@ -464,12 +625,22 @@ class HistoricalAveraging(Regularizer):
         self.averages, self.counts = state["averages"], state["counts"]
 
 
+@REGULARIZERS.register
 class EMA(Regularizer):
     """An exponential moving average of G's weights (Yazici et al. 2019), used for
     samples and metrics: ema <- decay * ema + (1 - decay) * theta after each G step.
     Buffers (batch-norm statistics) are copied."""
 
     name = "ema"
+
+    @dataclass
+    class Config:
+        decay: float = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        in_unit_interval("ema", "decay", params.decay)
+
     order = 10  # copies G after every structural change
 
     def __init__(self, decay: float = 0.999):
@@ -485,15 +656,6 @@ class EMA(Regularizer):
         torch._foreach_lerp_(ema_params, [p.detach() for p in G.parameters()], 1.0 - self.decay)
         for ema_buf, buf in zip(self.model.buffers(), G.buffers(), strict=True):
             ema_buf.copy_(buf)
-
-
-REGULARIZERS: dict[str, type[Regularizer]] = {
-    cls.name: cls for cls in (
-        GradientPenalty, R1Penalty, DRAGANPenalty, WeightClip, SpectralNorm, Dropout,
-        MinibatchDiscriminationLayer, MinibatchStdDevLayer, LabelSmoothing, LabelNoise,
-        InstanceNoise, ExperienceReplay, FeatureMatching, Diversity, HistoricalAveraging, EMA,
-    )
-}
 
 
 def build_regularizers(cfg, total_steps: int = 1) -> list[Regularizer]:

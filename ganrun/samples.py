@@ -1,4 +1,5 @@
-"""Pictures of samples: an image grid, or a scatter of 2-D points over the real data."""
+"""Latent noise, and pictures of samples: an image grid, or a scatter of 2-D points
+over the real data."""
 
 from __future__ import annotations
 
@@ -8,6 +9,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
+
+def sample_latent(n: int, dim: int, kind: str, truncation: float | None = None,
+                  device=None, generator: torch.Generator | None = None) -> Tensor:
+    """z ~ N(0, I) or U[-1, 1]^dim; with `truncation` t, normal values are resampled
+    until |z_i| <= t (the truncation trick) and uniform ones drawn from [-t, t]."""
+    if kind == "uniform":
+        bound = min(truncation, 1.0) if truncation else 1.0
+        z = torch.rand(n, dim, device=device, generator=generator)
+        return z.mul_(2 * bound).sub_(bound)
+    z = torch.randn(n, dim, device=device, generator=generator)
+    if truncation:
+        outside = z.abs() > truncation
+        while outside.any():
+            z[outside] = torch.randn(int(outside.sum()), device=device, generator=generator)
+            outside = z.abs() > truncation
+    return z
 
 
 def image_grid(images: Tensor, nrow: int | None = None) -> np.ndarray:

@@ -19,6 +19,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ganrun.errors import ObjectiveError, UserError
+from ganrun.losses import LOSSES as _LOSSES
+from ganrun.optim import DECAYS
+from ganrun.optim import OPTIMIZERS as _OPTIMIZERS
+from ganrun.regularizers import REGULARIZERS as _REGULARIZERS
 
 # --- dataset -----------------------------------------------------------------
 
@@ -108,210 +112,10 @@ MODELS: dict[str, type] = {"mlp": MLPConfig, "dcgan": DCGANConfig, "resnet": Res
 IMAGE_SIZES = {"dcgan": (8, 16, 32, 64), "resnet": (16, 32, 64)}
 UPSAMPLES = ("transposed", "nearest")
 
-# --- loss --------------------------------------------------------------------
+# --- loss, optimizer, regularizers: their schemas live beside their code -------
 
-
-@dataclass
-class LossConfig:
-    name: str = MISSING
-
-
-@dataclass
-class LSGANConfig(LossConfig):
-    a: float = MISSING
-    b: float = MISSING
-    c: float = MISSING
-
-
-@dataclass
-class MMDConfig(LossConfig):
-    space: str = MISSING
-    kernel: str = MISSING
-    bandwidths: list[float] = MISSING
-
-
-LOSSES: dict[str, type] = {
-    "bce": LossConfig,
-    "nsgan": LossConfig,
-    "wgan": LossConfig,
-    "wgan_gp": LossConfig,
-    "lsgan": LSGANConfig,
-    "hinge": LossConfig,
-    "ragan": LossConfig,
-    "mmd": MMDConfig,
-}
-# Losses whose D loss has real / fake targets that label smoothing can change.
-TARGET_LOSSES = ("bce", "nsgan", "lsgan")
-
-# --- optim -------------------------------------------------------------------
-
-
-@dataclass
-class OptimConfig:
-    name: str = MISSING
-    lr_g: float = MISSING
-    lr_d: float = MISSING
-    weight_decay: float = MISSING
-    n_critic: int = MISSING
-    n_gen: int = MISSING
-    decay: str = MISSING
-
-
-@dataclass
-class AdamConfig(OptimConfig):
-    betas: list[float] = MISSING
-    eps: float = MISSING
-
-
-@dataclass
-class RMSpropConfig(OptimConfig):
-    alpha: float = MISSING
-    eps: float = MISSING
-    momentum: float = MISSING
-
-
-@dataclass
-class SGDConfig(OptimConfig):
-    momentum: float = MISSING
-    nesterov: bool = MISSING
-
-
-@dataclass
-class AdagradConfig(OptimConfig):
-    eps: float = MISSING
-
-
-@dataclass
-class AdadeltaConfig(OptimConfig):
-    rho: float = MISSING
-    eps: float = MISSING
-
-
-OPTIMS: dict[str, type] = {"adam": AdamConfig, "rmsprop": RMSpropConfig, "sgd": SGDConfig,
-                           "adagrad": AdagradConfig, "adadelta": AdadeltaConfig}
-DECAYS = ("none", "linear", "cosine")
-
-# --- regularizers --------------------------------------------------------------
-
-
-@dataclass
-class GradientPenaltyConfig:
-    weight: float = MISSING
-    one_sided: bool = MISSING
-
-
-@dataclass
-class WeightClipConfig:
-    clip: float = MISSING
-
-
-@dataclass
-class SpectralNormConfig:
-    n_power_iterations: int = MISSING
-    generator: bool = MISSING
-
-
-@dataclass
-class LabelSmoothingConfig:
-    alpha: float = MISSING
-
-
-@dataclass
-class R1Config:
-    gamma: float = MISSING
-    every: int = MISSING
-
-
-@dataclass
-class DRAGANConfig:
-    weight: float = MISSING
-    c: float = MISSING
-
-
-@dataclass
-class DropoutConfig:
-    rate: float = MISSING
-    d: bool = MISSING
-    g: bool = MISSING
-
-
-@dataclass
-class MinibatchDiscriminationConfig:
-    kernels: int = MISSING
-    kernel_dim: int = MISSING
-
-
-@dataclass
-class MinibatchStdDevConfig:
-    group_size: int = MISSING
-
-
-@dataclass
-class LabelNoiseConfig:
-    fraction: float = MISSING
-
-
-@dataclass
-class InstanceNoiseConfig:
-    std: float = MISSING
-    anneal_steps: int | None = MISSING
-
-
-@dataclass
-class ExperienceReplayConfig:
-    size: int = MISSING
-    fraction: float = MISSING
-
-
-@dataclass
-class WeightConfig:
-    weight: float = MISSING
-
-
-@dataclass
-class DiversityConfig:
-    weight: float = MISSING
-    eps: float = MISSING
-
-
-@dataclass
-class HistoricalAveragingConfig:
-    weight: float = MISSING
-    generator: bool = MISSING
-
-
-@dataclass
-class EMAConfig:
-    decay: float = MISSING
-
-
-REGULARIZERS: dict[str, type] = {
-    "gradient_penalty": GradientPenaltyConfig,
-    "r1": R1Config,
-    "dragan": DRAGANConfig,
-    "weight_clip": WeightClipConfig,
-    "spectral_norm": SpectralNormConfig,
-    "dropout": DropoutConfig,
-    "minibatch_discrimination": MinibatchDiscriminationConfig,
-    "minibatch_stddev": MinibatchStdDevConfig,
-    "label_smoothing": LabelSmoothingConfig,
-    "label_noise": LabelNoiseConfig,
-    "instance_noise": InstanceNoiseConfig,
-    "experience_replay": ExperienceReplayConfig,
-    "feature_matching": WeightConfig,
-    "diversity": DiversityConfig,
-    "historical_averaging": HistoricalAveragingConfig,
-    "ema": EMAConfig,
-}
-TARGET_REGULARIZERS = ("label_smoothing", "label_noise")
-# Regularizers that act on D (its inputs, outputs, weights or loss): meaningless
-# when the loss trains no D (mmd on raw samples).
-D_REGULARIZERS = ("gradient_penalty", "r1", "dragan", "weight_clip", "spectral_norm",
-                  "minibatch_discrimination", "minibatch_stddev", "label_smoothing",
-                  "label_noise", "instance_noise", "experience_replay", "feature_matching")
-# Pairs that contradict each other: both bound D's Lipschitz constant, and
-# clipping the weights of a spectrally normalised layer clips the wrong tensor.
-INCOMPATIBLE = {frozenset({"weight_clip", "spectral_norm"})}
+# Looked up when a config is validated, so a component registered later (a user's
+# module, a test's example) counts as much as the shipped ones.
 
 # --- the rest ----------------------------------------------------------------
 
@@ -320,6 +124,7 @@ INCOMPATIBLE = {frozenset({"weight_clip", "spectral_norm"})}
 class TrainerConfig:
     accelerator: str = MISSING
     devices: Any = MISSING
+    num_nodes: int = MISSING
     precision: str = MISSING
     strategy: str = MISSING
     deterministic: bool = MISSING
@@ -387,22 +192,21 @@ class RootConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     optimized_metric: str | None = MISSING
     study: Any = None  # free-form: values a preset's interpolations read (experiment=optimizer_study)
+    callbacks: Any = None  # Hydra _target_ specs, checked when they are made (ganrun.callbacks)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
-GROUPS: dict[str, dict[str, type]] = {
-    "dataset": DATASETS,
-    "model": MODELS,
-    "loss": LOSSES,
-    "optim": OPTIMS,
-}
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
+def groups() -> dict[str, dict[str, type]]:
+    """Each group's options: option name -> config schema."""
+    return {"dataset": DATASETS, "model": MODELS, "loss": _LOSSES.schemas(),
+            "optim": _OPTIMIZERS.schemas()}
+PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Return `cfg` checked against the schemas, values converted to their types."""
-    checked = {name: _check_group(cfg, name, options) for name, options in GROUPS.items()}
+    checked = {name: _check_group(cfg, name, options) for name, options in groups().items()}
     checked["regularizer"] = _check_regularizers(cfg.get("regularizer") or {})
     rest = {k: v for k, v in cfg.items() if k not in checked}
     root = _merge(RootConfig, OmegaConf.create(rest), prefix="")
@@ -430,21 +234,21 @@ def _check_group(cfg: DictConfig, group: str, options: dict[str, type]) -> DictC
 def _check_regularizers(node: DictConfig) -> DictConfig:
     checked = {}
     for name, params in node.items():
-        if name not in REGULARIZERS:
+        if name not in _REGULARIZERS:
             raise UserError(
-                f"regularizer.{name}: unknown regularizer; valid: {', '.join(REGULARIZERS)}"
+                f"regularizer.{name}: unknown regularizer; valid: {', '.join(_REGULARIZERS)}"
             )
         checked[name] = _merge(
-            REGULARIZERS[name], params or {}, prefix=f"regularizer.{name}.",
+            _REGULARIZERS[name].Config, params or {}, prefix=f"regularizer.{name}.",
             option=f"regularizer {name}",
         )
-    for pair in INCOMPATIBLE:
-        if pair <= set(checked):
-            a, b = sorted(pair)
-            raise UserError(
-                f"regularizer: {a} and {b} cannot be combined (both constrain D's "
-                f"Lipschitz constant); choose one"
-            )
+    for name in checked:
+        cls = _REGULARIZERS[name]
+        for other in cls.excludes:
+            if other in checked:
+                a, b = sorted((name, other))
+                raise UserError(f"regularizer: {a} and {b} cannot be combined "
+                                f"({cls.excludes_why}); choose one")
     return OmegaConf.create({k: OmegaConf.to_container(v) for k, v in checked.items()})
 
 
@@ -586,43 +390,23 @@ def _check_model(cfg: DictConfig) -> None:
             f"model.conditional=true needs class labels; dataset={dataset.name} has none "
             f"(labelled: {', '.join(LABELLED_DATASETS)})"
         )
-    if model.conditional and "experience_replay" in cfg.regularizer:
-        raise UserError("regularizer experience_replay keeps past fakes without their labels: "
-                        "it cannot be combined with model.conditional=true")
 
 
 def _check_loss_and_regularizers(cfg: DictConfig) -> None:
+    """Each component's own rules, then the rules between a loss and regularizers."""
     loss, regs = cfg.loss, cfg.regularizer
-    if loss.name == "mmd":
-        _one_of("loss.space", loss.space, ("features", "samples"))
-        _one_of("loss.kernel", loss.kernel, ("rbf", "rq"))
-        if not loss.bandwidths or min(loss.bandwidths) <= 0:
-            raise UserError("loss.bandwidths must be a non-empty list of positive numbers")
-        acting_on_d = [r for r in regs if r in D_REGULARIZERS]
-        if loss.space == "samples" and acting_on_d:
-            raise UserError(
-                f"regularizer {acting_on_d[0]} acts on D, but loss=mmd with loss.space=samples "
-                f"trains no D; use loss.space=features or drop it"
-            )
-    for name in TARGET_REGULARIZERS:
-        if name in regs and loss.name not in TARGET_LOSSES:
+    _LOSSES[loss.name].check(loss, cfg)
+    for name in regs:
+        _REGULARIZERS[name].check(regs[name], cfg)
+    trains_d = not (loss.name == "mmd" and loss.space == "samples")
+    acting_on_d = [r for r in regs if _REGULARIZERS[r].acts_on_d]
+    if not trains_d and acting_on_d:
+        raise UserError(
+            f"regularizer {acting_on_d[0]} acts on D, but loss=mmd with loss.space=samples "
+            f"trains no D; use loss.space=features or drop it")
+    with_targets = [n for n, cls in _LOSSES.items() if cls.uses_targets]
+    for name in regs:
+        if "targets" in _REGULARIZERS[name].hooks() and loss.name not in with_targets:
             raise UserError(
                 f"regularizer {name} needs a loss with real/fake targets "
-                f"({', '.join(TARGET_LOSSES)}); loss={loss.name} has none"
-            )
-    fractions = {
-        "label_smoothing.alpha": ("label_smoothing", "alpha"),
-        "label_noise.fraction": ("label_noise", "fraction"),
-        "experience_replay.fraction": ("experience_replay", "fraction"),
-        "dropout.rate": ("dropout", "rate"),
-        "ema.decay": ("ema", "decay"),
-    }
-    for key, (name, field_name) in fractions.items():
-        if name in regs and not 0.0 <= regs[name][field_name] <= 1.0:
-            raise UserError(f"regularizer.{key} must be in [0, 1] (got {regs[name][field_name]})")
-    if "weight_clip" in regs and not regs.weight_clip.clip > 0:
-        raise UserError("regularizer.weight_clip.clip must be > 0")
-    if "diversity" in regs and cfg.dataset.batch_size < 2:
-        raise UserError("regularizer diversity compares pairs of samples: dataset.batch_size >= 2")
-    if "dropout" in regs and not (regs.dropout.d or regs.dropout.g):
-        raise UserError("regularizer.dropout: set d=true and/or g=true")
+                f"({', '.join(with_targets)}); loss={loss.name} has none")

@@ -68,8 +68,10 @@ def load_module(ckpt: Path):
         shape = tuple(saved["data_shape"])
     except Exception as e:
         raise UserError(f"{ckpt}: not a ganrun checkpoint ({e.__class__.__name__}: {e})") from None
-    module = GANModule(cfg, shape, ckpt.parent.parent, num_classes=saved["num_classes"])
-    module.load_state_dict(state["state_dict"])
+    module = GANModule(cfg, shape, num_classes=saved["num_classes"])
+    weights = {k: v for k, v in state["state_dict"].items()
+               if k not in ("fixed_noise", "fixed_labels")}  # kept by ganrun <= 0.1
+    module.load_state_dict(weights)
     module.g_steps = saved["g_steps"]
     return module.eval(), cfg
 

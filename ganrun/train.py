@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning import Callback
 
+from ganrun.distributed import global_rank
 from ganrun.errors import DivergedError, Interrupted, UserError
 from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, checkpoint_of, write_json
 from ganrun.schema import validate
@@ -61,42 +63,51 @@ def check_writable(run_dir: Path) -> None:
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None,
         hydra_choices: dict | None = None) -> dict[str, Any]:
-    """Train the GAN `cfg` describes; return what metrics.json holds."""
+    """Train the GAN `cfg` describes; return what metrics.json holds. Under DDP every
+    process runs this; process 0 writes the run directory."""
     cfg = validate(cfg)
     run_dir = Path(run_dir or _hydra_output_dir())
-    check_writable(run_dir)
+    primary = global_rank(_devices_per_node(cfg)) == 0
+    if primary:
+        check_writable(run_dir)
     choices = choices_of(cfg, hydra_choices)
     started = time.perf_counter()
     result: dict[str, Any] = {"status": "running", "reason": None, "g_steps": 0,
                               "images_seen": 0, "choices": choices, "seed": cfg.seed,
                               "pid": os.getpid()}
-    module = None
+    module = trainer = None
     stop = StopOnSignals()
     try:
         with stop, warnings.catch_warnings():
-            write_json(run_dir / METRICS_FILE, result)  # a job killed outright stays "running"
+            if primary:  # a job killed outright stays "running"
+                write_json(run_dir / METRICS_FILE, result)
             result["status"] = "failed"
             # ganrun logs every log.every generator steps itself, not through Lightning.
             warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
             # Raised inside Lightning's own pytree helper on newer torch; nothing to act on.
             warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+            # Lightning's all_gather (DDP) goes through a torch function deprecated in 2.10.
+            warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
             # The EMA copy of G stays in eval mode on purpose.
             warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
             ckpt_path = _checked_ckpt_path(cfg.ckpt_path)
-            module, trainer, datamodule, logger = _build(cfg, run_dir, choices)
+            module, trainer, datamodule, _ = _build(cfg, run_dir, choices, write=primary)
             if ckpt_path:
                 _check_fits(ckpt_path, cfg.ckpt_path, module)
             stop.attach(module)
+            trainer.callbacks.append(stop)
             if stop.name is None:  # not stopped while setting up
                 try:
                     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
                 except SystemExit:  # Lightning's own answer to SIGTERM, after ours has saved
                     if stop.name is None:
                         raise
-        if stop.name is not None and not (module and module.g_steps >= module.max_steps):
+        if module is not None and module.stopping and not module.finished:
             saved = run_dir / "checkpoints" / CHECKPOINT_FILE
-            raise Interrupted(stop.name, stop.number, module.g_steps if module else 0,
-                              str(saved) if saved.is_file() else None)
+            name, number = stop.name or "SIGTERM", stop.number or signal.SIGTERM
+            raise Interrupted(name, number, module.g_steps, str(saved) if saved.is_file() else None)
+        if stop.name is not None and not (module and module.finished):
+            raise Interrupted(stop.name, stop.number, module.g_steps if module else 0, None)
         result["status"] = "finished"
     except Interrupted as e:
         result.update(status="interrupted", reason=str(e))
@@ -112,15 +123,46 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
         raise
     finally:
         wall = time.perf_counter() - started
+        if trainer is not None:
+            _join_workers(trainer)
         if module is not None:
             result.update(g_steps=module.g_steps, images_seen=module.images_seen,
-                          losses=module.last_stats, metrics=module.last_metrics)
-            if module.restores:
-                result["restores"] = module.restores
+                          **_outcomes(trainer))
         result["wall_seconds"] = round(wall, 3)
         result["images_per_second"] = round(result["images_seen"] / max(wall, 1e-9), 1)
-        write_json(run_dir / METRICS_FILE, result)
+        if primary:
+            write_json(run_dir / METRICS_FILE, result)
     return result
+
+
+def _outcomes(trainer) -> dict[str, Any]:
+    """What the callbacks measured: the last losses and metrics, any roll-backs."""
+    from ganrun.callbacks.divergence import DivergenceGuard
+    from ganrun.callbacks.metrics import Metrics
+    from ganrun.callbacks.stats import StepStats
+
+    out: dict[str, Any] = {"losses": {}, "metrics": {}}
+    for callback in trainer.callbacks:
+        if isinstance(callback, StepStats):
+            out["losses"] = callback.last
+        elif isinstance(callback, Metrics):
+            out["metrics"] = callback.last
+        elif isinstance(callback, DivergenceGuard) and callback.restores:
+            out["restores"] = callback.restores
+    return out
+
+
+def _devices_per_node(cfg: DictConfig) -> int:
+    devices = cfg.trainer.devices
+    return devices if isinstance(devices, int) and devices > 0 else 1
+
+
+def _join_workers(trainer) -> None:
+    from ganrun.distributed import WorkerLauncher
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if isinstance(launcher, WorkerLauncher):
+        launcher.join()
 
 
 class _DropTips(logging.Filter):
@@ -139,10 +181,13 @@ def _hydra_output_dir() -> str:
     return HydraConfig.get().runtime.output_dir
 
 
-class StopOnSignals:
+class StopOnSignals(Callback):
     """SIGINT and SIGTERM (what SLURM sends before it kills a job) ask the module to
-    finish its generator step, save a checkpoint and stop; a second one stops at once.
-    Only the main thread can own signals: elsewhere (joblib threads) this does nothing."""
+    finish its generator step, save a checkpoint and stop (under DDP every process
+    stops after the same step); a second one stops at once. Only the main thread can
+    own signals: elsewhere (joblib threads) this does nothing. Lightning puts its own
+    SIGTERM handler in place when fit starts; ours takes over again at the first
+    step, so that the decision to stop is ganrun's, taken after a whole step."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -164,6 +209,11 @@ class StopOnSignals:
     def __exit__(self, *exc) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.previous:
+            for s in self.SIGNALS:
+                signal.signal(s, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
         if self.name is not None:
@@ -209,51 +259,57 @@ def _check_fits(path: str, given: str, module) -> None:
                         "that made it")
 
 
-def _build(cfg: DictConfig, run_dir: Path, choices: dict[str, str]):
+def _build(cfg: DictConfig, run_dir: Path, choices: dict[str, str], write: bool = True):
     import pytorch_lightning as pl
-    import torch
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from ganrun.callbacks import build_callbacks
     from ganrun.data import GANDataModule, load_dataset
+    from ganrun.distributed import strategy_for
     from ganrun.module import GANModule
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    callbacks = build_callbacks(cfg.callbacks)
     dataset = load_dataset(cfg.dataset)
     datamodule = GANDataModule(dataset, cfg.dataset.batch_size, cfg.optim.n_critic, cfg.seed,
                                with_labels=cfg.model.conditional)
-    preview = None
-    if len(dataset.shape) == 1:
-        preview = dataset.data[torch.randperm(len(dataset))[:2000]]
-    evaluator = None
-    if cfg.metrics.names:
-        from ganrun.metrics.evaluator import Evaluator
-
-        with torch.random.fork_rng(devices=[]):  # a cached classifier or not: same run
-            evaluator = Evaluator(cfg.metrics, dataset, cfg.dataset)
-    module = GANModule(cfg, dataset.shape, run_dir, num_classes=dataset.num_classes,
-                       real_preview=preview, evaluator=evaluator)
+    module = GANModule(cfg, dataset.shape, num_classes=dataset.num_classes)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="",
                                default_hp_metric=False, flush_secs=cfg.logger.flush_secs)
-    write_hparams(logger, hparams_of(cfg, choices))
-    OmegaConf.save(cfg, run_dir / "config.yaml")
+    if write:
+        write_hparams(logger, hparams_of(cfg, choices))
+        OmegaConf.save(cfg, run_dir / "config.yaml")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer = pl.Trainer(
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
-            strategy=cfg.trainer.strategy,
-            precision=cfg.trainer.precision,
+            num_nodes=cfg.trainer.num_nodes,
+            strategy=strategy_for(cfg, run_dir),
+            precision=_precision(cfg.trainer),
             deterministic=cfg.trainer.deterministic,
             max_epochs=-1,
             max_steps=-1,
             logger=logger,
-            enable_checkpointing=False,  # GANModule writes last.ckpt itself, atomically
+            callbacks=callbacks,
+            enable_checkpointing=False,  # callbacks.checkpoint writes last.ckpt, atomically
             enable_progress_bar=False,   # one line every log.every steps instead
             enable_model_summary=False,
             num_sanity_val_steps=0,
             default_root_dir=str(run_dir),
         )
     return module, trainer, datamodule, logger
+
+
+def _precision(trainer_cfg: DictConfig) -> str:
+    """`auto`: bf16 autocast where a GPU supports it, 32-bit otherwise (bf16 on a CPU
+    is slower than 32-bit and not what a CPU run is for)."""
+    if trainer_cfg.precision != "auto":
+        return trainer_cfg.precision
+    import torch
+
+    gpu = trainer_cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def write_hparams(logger, params: dict[str, Any]) -> None:

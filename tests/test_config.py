@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ganrun import schema
+from ganrun.regularizers import REGULARIZERS
 from ganrun.errors import UserError
 
 from conftest import compose_cfg
@@ -21,7 +22,7 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group", ["dataset", "model", "loss", "optim"])
 def test_every_option_has_a_schema_and_sets_every_key(group):
-    registry = schema.GROUPS[group]
+    registry = schema.groups()[group]
     assert set(options(group)) == set(registry)
     for option in options(group):
         override = [f"{group}={option}"]
@@ -36,10 +37,10 @@ def test_every_option_has_a_schema_and_sets_every_key(group):
 
 
 def test_every_regularizer_has_a_schema():
-    assert set(options("regularizer")) == set(schema.REGULARIZERS)
+    assert set(options("regularizer")) == set(REGULARIZERS)
     cfg, _ = compose_cfg(f"regularizer=[{','.join(options('regularizer'))}]", "loss=bce",
                          "~regularizer.weight_clip")
-    assert set(schema.validate(cfg).regularizer) == set(schema.REGULARIZERS) - {"weight_clip"}
+    assert set(schema.validate(cfg).regularizer) == set(REGULARIZERS) - {"weight_clip"}
 
 
 def test_a_key_left_unset_is_refused():

@@ -95,14 +95,14 @@ def test_sigterm_saves_and_the_resumed_run_matches_an_uninterrupted_one(train_fa
     same = ("train.steps=12", "log.every=1", "train.ckpt_every=5")
     whole, whole_dir = train_fast(*same, name="whole")
 
-    original = GANModule.on_train_batch_end
+    original = GANModule._g_step
 
-    def sigterm_after_step_7(self, *args):
-        if self.g_steps == 7 and self.stop_signal is None:
+    def sigterm_during_step_7(self, *args):
+        if self.g_steps == 6 and self.stop_signal is None:  # step 7 is being trained
             os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before a kill
         return original(self, *args)
 
-    monkeypatch.setattr(GANModule, "on_train_batch_end", sigterm_after_step_7)
+    monkeypatch.setattr(GANModule, "_g_step", sigterm_during_step_7)
     with pytest.raises(Interrupted, match="SIGTERM at generator step 7; checkpoint saved: .*last.ckpt"):
         train_fast(*same, name="cut")
     monkeypatch.undo()

@@ -20,20 +20,23 @@ class InMemoryBatches:
     Epoch e's order is a permutation drawn from (seed, e) alone, so the stream of
     batches is a function of the seed; `start` skips the first `start` batches of
     it, which is how a resumed run picks up exactly where its checkpoint left off.
+    Under DDP, process `rank` of `world` takes every world-th sample of that order:
+    each epoch the processes see disjoint shards of the data.
     """
 
     def __init__(self, data: Tensor, labels: Tensor | None, batch_size: int, seed: int,
-                 start: int = 0):
+                 start: int = 0, rank: int = 0, world: int = 1):
         self.data, self.labels, self.batch_size = data, labels, batch_size
-        self.seed, self.start = seed, start
+        self.seed, self.start, self.rank, self.world = seed, start, rank, world
         self.epoch = start // len(self)
 
     def __len__(self) -> int:
-        return self.data.shape[0] // self.batch_size
+        return self.data.shape[0] // self.world // self.batch_size
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.data.shape[0], generator=generator).to(self.data.device)
+        order = torch.randperm(self.data.shape[0], generator=generator)
+        order = order[self.rank::self.world].to(self.data.device)
         first = max(self.start - self.epoch * len(self), 0)  # > 0 only in a resumed epoch
         self.epoch += 1
         for i in range(first, len(self)):
@@ -45,28 +48,40 @@ class InMemoryBatches:
 
 
 class GANDataModule(pl.LightningDataModule):
-    """Serves `dataset` in batches of `batch_size * n_critic`: one G step's real data."""
+    """Serves `dataset` in batches of `batch_size * n_critic` (one G step's real data,
+    per process), and keeps a preview of the real points for 2-D scatter plots."""
+
+    PREVIEW = 2000  # real points drawn under the generated ones
 
     def __init__(self, dataset: Dataset, batch_size: int, n_critic: int, seed: int,
                  with_labels: bool = False):
         super().__init__()
         self.dataset = dataset
+        self.batch_size, self.n_critic = batch_size, n_critic
         self.step_batch = batch_size * n_critic
         self.seed = seed
         self.with_labels = with_labels
-        if len(dataset) < self.step_batch:
-            raise UserError(
-                f"dataset={dataset.name} has {len(dataset)} samples, fewer than one training "
-                f"step needs (dataset.batch_size={batch_size} x optim.n_critic={n_critic} = "
-                f"{self.step_batch}); lower dataset.batch_size"
-            )
+        self._check_size(1)
+        self.preview = None
+        if len(dataset.shape) == 1:
+            self.preview = dataset.data[torch.randperm(len(dataset))[:self.PREVIEW]]
+
+    def _check_size(self, world: int) -> None:
+        if len(self.dataset) // world >= self.step_batch:
+            return
+        each = f" on each of {world} processes" if world > 1 else ""
+        raise UserError(
+            f"dataset={self.dataset.name} has {len(self.dataset)} samples, fewer than one "
+            f"training step needs{each} (dataset.batch_size={self.batch_size} x "
+            f"optim.n_critic={self.n_critic} = {self.step_batch}); lower dataset.batch_size")
 
     def train_dataloader(self) -> InMemoryBatches:
-        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        rank = self.trainer.global_rank if self.trainer else 0
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        self._check_size(world)
         labels = self.dataset.labels.to(device) if self.with_labels else None
         # After a checkpoint is restored, the module knows how many batches it has used.
-        module = self.trainer.lightning_module if self.trainer else None
-        start = getattr(module, "g_steps", 0)
+        start = getattr(trainer.lightning_module if trainer else None, "g_steps", 0)
         return InMemoryBatches(self.dataset.data.to(device), labels, self.step_batch,
-                               self.seed + rank, start=start)
+                               self.seed, start=start, rank=rank, world=world)

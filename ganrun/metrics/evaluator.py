@@ -40,7 +40,11 @@ def resolve_extractor(name: str, dataset) -> str:
 
 
 class Evaluator:
-    def __init__(self, cfg, dataset, dataset_cfg=None, device: str | torch.device = "cpu"):
+    """`with_real=False` (the other processes under DDP) loads only the extractor: they
+    extract features, process 0 scores them against the real side."""
+
+    def __init__(self, cfg, dataset, dataset_cfg=None, device: str | torch.device = "cpu",
+                 with_real: bool = True):
         self.cfg = cfg
         self.dataset = dataset
         self.dataset_cfg = dataset_cfg
@@ -49,7 +53,7 @@ class Evaluator:
         self.kind = resolve_extractor(cfg.extractor, dataset)
         self.extractor, self.extractor_id = self._load_extractor()
         self.n_real = min(cfg.n_real, len(dataset))
-        self.real, self.real_cache_hit = self._real_features()
+        self.real, self.real_cache_hit = self._real_features() if with_real else (None, False)
 
     # --- the extractor and the real side, cached ------------------------------------
 
@@ -143,8 +147,13 @@ class Evaluator:
     # --- the metrics ------------------------------------------------------------------
 
     def evaluate(self, fake: Tensor) -> dict[str, float]:
+        """Every configured metric of the samples `fake`."""
+        return self.scores(self.features(fake))
+
+    def scores(self, fake_out: dict[str, Tensor]) -> dict[str, float]:
+        """Every configured metric of generated samples given by their `features`
+        (and `logits`): for 2-D points (extractor raw) the features are the points."""
         names, cfg = set(self.cfg.names), self.cfg
-        fake_out = self.features(fake)
         f, r = fake_out["features"], self.real["features"]
         terms = self._real_terms(len(f))
         out: dict[str, float] = {}
@@ -169,5 +178,5 @@ class Evaluator:
         if "modes" in names and self.kind == "raw" and self.dataset_cfg is not None:
             from ganrun.data import mixture_centres
 
-            out.update(mode_metrics(fake, mixture_centres(self.dataset_cfg), self.dataset_cfg.std))
+            out.update(mode_metrics(f, mixture_centres(self.dataset_cfg), self.dataset_cfg.std))
         return out

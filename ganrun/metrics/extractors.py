@@ -102,7 +102,11 @@ def train_classifier(dataset, cfg, path: Path) -> dict:
     n_test = len(test)
     images = dataset.data
     scale = (lambda x: x.float().div(127.5).sub(1)) if images.dtype == torch.uint8 else (lambda x: x)
-    net = ClassifierNet(images.shape[1], images.shape[-1], dataset.num_classes)
+    # Its initial weights from a fixed seed too, not from whatever state the run that
+    # first needs it has reached: every run gets the same classifier for the same data.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = ClassifierNet(images.shape[1], images.shape[-1], dataset.num_classes)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     steps = 0
     while steps < cfg.classifier_steps:

@@ -1,0 +1,59 @@
+"""What every ganrun callback shares: acting every N generator steps, the run
+directory, and the few collectives a side job needs under DDP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from ganrun.errors import UserError
+
+
+class EveryNSteps(pl.Callback):
+    """A side job every `every` generator steps and at the last one (and, with
+    `at_stop`, when a signal stops the run early). It acts only after a step was
+    trained: not when the budget was already reached, nor after a roll-back."""
+
+    at_stop = False
+    order = 0  # place among the callbacks: the divergence guard first, checkpoints last
+
+    def __init__(self, every: int):
+        if not isinstance(every, int) or every <= 0:
+            raise UserError(f"{type(self).__name__}: every must be a positive integer "
+                            f"(got {every!r})")
+        self.every = every
+
+    def due(self, module) -> bool:
+        step = module.trained_step
+        return step is not None and (step % self.every == 0 or module.finished
+                                     or (self.at_stop and module.stopping))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.due(pl_module):
+            self.act(trainer, pl_module, pl_module.g_steps)
+
+    def act(self, trainer: pl.Trainer, module, step: int) -> None:
+        raise NotImplementedError
+
+
+def run_dir(trainer: pl.Trainer) -> Path:
+    return Path(trainer.default_root_dir)
+
+
+def mean_step_stats(trainer: pl.Trainer, module) -> dict[str, float]:
+    """The step statistics averaged since the last log, and over the processes under
+    DDP (a collective, and one host sync)."""
+    means = module.stat_sums / module.stat_count
+    if trainer.world_size > 1:
+        means = trainer.strategy.reduce(means, reduce_op="mean")
+    return dict(zip(module.stat_names, means.tolist(), strict=True))
+
+
+def share_buffers(trainer: pl.Trainer, module) -> None:
+    """Under DDP each process's batch norm statistics follow its own batches; samples
+    and metrics use process 0's (the ones its checkpoint holds) everywhere."""
+    if trainer.world_size > 1:
+        for buffer in module.sampler.buffers():
+            torch.distributed.broadcast(buffer, src=0)

@@ -1,0 +1,110 @@
+"""Metrics every `every` generator steps and at the end: FID, KID, IS, precision /
+recall, density / coverage, class and mode coverage, as `metrics.*` configures
+them, of the (EMA) generator. Under DDP each process generates and extracts the
+features of its share of the samples; torchmetrics gathers them and process 0
+scores the whole set. The noise depends on (seed, step) alone: the same samples
+with any number of processes (with n_fake >= 500 x processes, the very same
+batches through G), and the same training run whether metrics are on or off."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from ganrun.callbacks.base import EveryNSteps, run_dir, share_buffers
+from ganrun.metrics.state import GeneratedFeatures
+from ganrun.outputs import METRICS_LOG, append_jsonl
+
+log = logging.getLogger("ganrun")
+
+BATCH = 500  # samples generated at a time
+
+
+def evaluation_seed(seed: int, step: int) -> int:
+    return seed * 100_003 + step
+
+
+def shares(n: int, world: int, batch: int = BATCH) -> list[tuple[int, int]]:
+    """The evaluation's batches (first, count) in sample order: `batch` at a time, or
+    smaller when there would be fewer batches than processes; process r takes batches
+    r, r + W, ... The noise is drawn 500 at a time whatever the batches."""
+    size = min(batch, -(-n // world))
+    return [(first, min(size, n - first)) for first in range(0, n, size)]
+
+
+@torch.no_grad()
+def measure(module, evaluator, state: GeneratedFeatures, n: int, seed: int, step: int,
+            rank: int = 0, world: int = 1) -> dict[str, float]:
+    """Generate this process's share of the n samples of evaluation (seed, step), add
+    their features to `state` and return the scores (on process 0)."""
+    devices = [module.device] if module.device.type == "cuda" else []
+    batches = shares(n, world)
+    # Noise of its own, fixed by seed and step: every process draws all of it (cheap)
+    # and generates its own batches, so the samples do not depend on the process count.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(evaluation_seed(seed, step))
+        noise = module.noise(n, BATCH)
+    z = torch.cat([z for z, _ in noise])
+    labels = torch.cat([y for _, y in noise]) if module.num_classes else None
+    for first, count in batches[rank::world]:
+        rows = slice(first, first + count)
+        fake = module.generate(z[rows], labels[rows] if labels is not None else None)
+        state.update(first, evaluator.features(fake))
+    results = state.compute()
+    state.reset()
+    return results
+
+
+class Metrics(EveryNSteps):
+    def __init__(self, every: int):
+        super().__init__(every)
+        self.evaluator = self.state = None
+        self.last: dict[str, float] = {}  # the last scores: metrics.json's "metrics"
+        self._measured_at = -1
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """The evaluator (feature extractor, cached real statistics): process 0 builds it
+        first (training the classifier if it is not cached), then the others load it."""
+        cfg = pl_module.cfg
+        if not cfg.metrics.names or self.evaluator is not None:
+            return
+        from ganrun.metrics.evaluator import Evaluator
+
+        def build():
+            with torch.random.fork_rng(devices=[]):  # a cached classifier or not: same run
+                return Evaluator(cfg.metrics, trainer.datamodule.dataset, cfg.dataset,
+                                 with_real=trainer.is_global_zero)
+
+        if trainer.is_global_zero:
+            self.evaluator = build()
+        trainer.strategy.barrier("ganrun.evaluator")
+        if not trainer.is_global_zero:
+            self.evaluator = build()
+        self.state = GeneratedFeatures(self.evaluator.scores)
+
+    def due(self, module) -> bool:
+        return self.evaluator is not None and super().due(module)
+
+    def act(self, trainer, module, step: int) -> None:
+        if step == self._measured_at:
+            return
+        self._measured_at = step
+        started = time.perf_counter()
+        share_buffers(trainer, module)
+        self.state.to(module.device)
+        self.evaluator.to(module.device)
+        results = measure(module, self.evaluator, self.state, module.cfg.metrics.n_fake,
+                          module.cfg.seed, step, trainer.global_rank, trainer.world_size)
+        if not trainer.is_global_zero:
+            return
+        self.last = results
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({f"metrics/{k}": v for k, v in results.items()}, step=step)
+        record = {"step": step, "images_seen": module.images_seen,
+                  **self.evaluator.protocol, "seconds": round(time.perf_counter() - started, 3),
+                  "metrics": results}
+        append_jsonl(run_dir(trainer) / METRICS_LOG, record)
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in results.items())
+        log.info("metrics at step %d (%s): %s", step, self.evaluator.extractor_id, shown)

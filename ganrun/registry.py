@@ -1,0 +1,34 @@
+"""One registry per kind of component (loss, regularizer, optimizer).
+
+A component is a class with a `name`, its config schema as a nested dataclass
+`Config` (every field MISSING: the YAML holds the defaults) and, where it has
+rules beyond types, a `check(params, cfg)` that raises `UserError`. A decorator
+files it, so adding a technique is one Python class and one YAML:
+
+    @REGULARIZERS.register
+    class MyPenalty(Regularizer):
+        name = "my_penalty"
+
+        @dataclass
+        class Config:
+            weight: float = MISSING
+"""
+
+from __future__ import annotations
+
+
+class Registry(dict):
+    """name -> class, for one kind of component."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def register(self, cls: type) -> type:
+        if cls.name in self:
+            raise ValueError(f"{self.kind} {cls.name!r} is registered twice")
+        self[cls.name] = cls
+        return cls
+
+    def schemas(self) -> dict[str, type]:
+        return {name: cls.Config for name, cls in self.items()}
