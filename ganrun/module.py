@@ -244,45 +244,15 @@ class GANModule(pl.LightningModule):
             type(plugin) is MixedPrecision and plugin.scaler is None)
         return isinstance(strategy, SingleDeviceStrategy) and no_scaler
 
-    # --- samples ------------------------------------------------------------------------
-
     @property
     def sampler(self) -> nn.Module:
-        """The generator used for samples and metrics: the EMA copy when there is one."""
+        """The generator of samples and metrics (ganrun.samples): the EMA copy if any."""
         return self.G_ema if self.G_ema is not None else self.G
-
-    @torch.no_grad()
-    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Samples in eval mode (batch norm uses its running statistics), in [-1, 1]
-        for images whatever G's output activation."""
-        G = self.sampler
-        was_training = G.training
-        G.eval()
-        try:
-            fake = G(z, labels)
-        finally:
-            G.train(was_training)
-        return fake.mul(2.0).sub_(1.0) if self.unit_range else fake
-
-    def generate_many(self, n: int, batch_size: int = 500) -> Tensor:
-        """n samples: fresh noise (truncated if sample.truncation), uniform class labels
-        when conditional."""
-        return torch.cat([self.generate(z, labels) for z, labels in self.noise(n, batch_size)])
-
-    def noise(self, n: int, batch_size: int = 500) -> list[tuple[Tensor, Tensor | None]]:
-        """(z, labels) for n samples in batches, drawn from the global random stream."""
-        batches = []
-        for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
-            z = sample_latent(m, self.latent_dim, self.cfg.sample.latent,
-                              self.cfg.sample.truncation, device=self.device)
-            batches.append((z, self.sample_labels(m)))
-        return batches
 
     # --- checkpoints ----------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ganrun"] = {
+        checkpoint.setdefault("ganrun", {}).update({
             "g_steps": self.g_steps,
             "images_seen": self.images_seen,
             "lr_scale": self.lr_scale,
@@ -290,19 +260,7 @@ class GANModule(pl.LightningModule):
             "data_shape": list(self.data_shape),
             "num_classes": self.num_classes,
             "config": OmegaConf.to_container(self.cfg),
-            # The random streams (latents, penalties' interpolates, dropout) of every
-            # process, so that a resumed run draws what the uninterrupted one would have.
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
-        }
-        if self._world > 1:  # a collective: every process saves (Lightning writes once)
-            checkpoint["ganrun"]["rng_ranks"] = self._gathered(torch.get_rng_state())
-            if self.device.type == "cuda":
-                checkpoint["ganrun"]["cuda_rng_ranks"] = self._gathered(
-                    torch.cuda.get_rng_state(self.device))
-
-    def _gathered(self, state: Tensor) -> list[Tensor]:
-        return [row.clone() for row in self.all_gather(state.to(self.device)).cpu()]
+        })  # the random streams: callbacks.checkpoint
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("ganrun", {})
@@ -313,16 +271,5 @@ class GANModule(pl.LightningModule):
         for reg in self.regularizers:
             if saved.get(reg.name):
                 reg.load_state_dict(saved[reg.name])
-        checkpoint.get("state_dict", {}).pop("fixed_noise", None)  # kept by checkpoints
-        checkpoint.get("state_dict", {}).pop("fixed_labels", None)  # of ganrun <= 0.1
-        rng, rank = state.get("rng"), self.global_rank if self._trainer else 0
-        ranks = state.get("rng_ranks", [])
-        if len(ranks) == self._world > 1:  # the same number of processes: each its own
-            # A copy: rows of a saved stack share its storage, which set_rng_state misreads.
-            torch.set_rng_state(ranks[rank].cpu().clone())
-            if state.get("cuda_rng_ranks") and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda_rng_ranks"][rank].cpu().clone(), self.device)
-        elif rng and rank == 0:
-            torch.set_rng_state(rng["torch"].cpu())
-            if rng["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        for legacy in ("fixed_noise", "fixed_labels"):  # in checkpoints of ganrun <= 0.1
+            checkpoint.get("state_dict", {}).pop(legacy, None)

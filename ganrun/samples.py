@@ -1,5 +1,5 @@
-"""Latent noise, and pictures of samples: an image grid, or a scatter of 2-D points
-over the real data."""
+"""Latent noise, samples of a trained generator, and their pictures: an image grid,
+or a scatter of 2-D points over the real data."""
 
 from __future__ import annotations
 
@@ -26,6 +26,37 @@ def sample_latent(n: int, dim: int, kind: str, truncation: float | None = None,
             z[outside] = torch.randn(int(outside.sum()), device=device, generator=generator)
             outside = z.abs() > truncation
     return z
+
+
+@torch.no_grad()
+def generate(module, z: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Samples of a GANModule's generator (the EMA copy if any) in eval mode (batch
+    norm uses its running statistics), in [-1, 1] for images whatever G's output."""
+    G = module.sampler
+    was_training = G.training
+    G.eval()
+    try:
+        fake = G(z, labels)
+    finally:
+        G.train(was_training)
+    return fake.mul(2.0).sub_(1.0) if module.unit_range else fake
+
+
+def noise(module, n: int, batch_size: int = 500) -> list[tuple[Tensor, Tensor | None]]:
+    """(z, labels) for n samples in batches, from the global random stream: the latent
+    of `sample.*` (truncated if asked), uniform class labels when conditional."""
+    batches = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        z = sample_latent(m, module.latent_dim, module.cfg.sample.latent,
+                          module.cfg.sample.truncation, device=module.device)
+        batches.append((z, module.sample_labels(m)))
+    return batches
+
+
+def generate_many(module, n: int, batch_size: int = 500) -> Tensor:
+    """n samples on fresh noise."""
+    return torch.cat([generate(module, z, labels) for z, labels in noise(module, n, batch_size)])
 
 
 def image_grid(images: Tensor, nrow: int | None = None) -> np.ndarray:

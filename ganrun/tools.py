@@ -84,14 +84,14 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
            truncation: float | None = None) -> Path:
     import torch
 
-    from ganrun.samples import image_grid, point_scatter, save_png
+    from ganrun.samples import generate_many, image_grid, point_scatter, save_png
 
     ckpt = checkpoint_of(path)
     module, cfg = load_module(ckpt)
     torch.manual_seed(seed)
     if truncation is not None:
         cfg.sample.truncation = truncation
-    fake = module.generate_many(n)
+    fake = generate_many(module, n)
     target = Path(out) if out else _run_dir(ckpt) / "samples" / (
         f"sample_{module.g_steps:07d}" + ("" if folder else ".png"))
     if folder:
@@ -108,6 +108,7 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
 def evaluate(path: str, images: str | None = None, **overrides) -> dict:
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
+    from ganrun.samples import generate_many
 
     ckpt = checkpoint_of(path)
     module, cfg = load_module(ckpt)
@@ -126,7 +127,7 @@ def evaluate(path: str, images: str | None = None, **overrides) -> dict:
         fake = load_dataset(folder).data.float().div(127.5).sub(1.0)
         source = str(images)
     else:
-        fake = module.generate_many(cfg.metrics.n_fake)
+        fake = generate_many(module, cfg.metrics.n_fake)
         source = f"{ckpt} (generator step {module.g_steps})"
     results = evaluator.evaluate(fake)
     record = {"source": source, **evaluator.protocol, "n_fake": len(fake), "metrics": results}

@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from ganrun import schema
-from ganrun.regularizers import REGULARIZERS
 from ganrun.errors import UserError
+from ganrun.regularizers import REGULARIZERS
 
 from conftest import compose_cfg
 

@@ -45,12 +45,13 @@ def single_process_scores(run_dir: Path, n_fake: int) -> dict:
     from ganrun.callbacks.metrics import evaluation_seed
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
+    from ganrun.samples import generate_many
     from ganrun.tools import load_module
 
     module, cfg = load_module(run_dir / "checkpoints" / "last.ckpt")
     evaluator = Evaluator(cfg.metrics, load_dataset(cfg.dataset), cfg.dataset)
     torch.manual_seed(evaluation_seed(cfg.seed, module.g_steps))
-    return evaluator.evaluate(module.generate_many(n_fake))
+    return evaluator.evaluate(generate_many(module, n_fake))
 
 
 @pytest.mark.parametrize("data", [("dataset=ring8", "dataset.batch_size=64"),

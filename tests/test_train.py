@@ -15,7 +15,7 @@ from PIL import Image
 
 from ganrun.train import run
 
-from conftest import compose_cfg
+from conftest import FAST, compose_cfg
 from tbread import hparams, image_steps, scalars
 
 GROUP_OPTIONS = {
@@ -276,8 +276,17 @@ def test_n_gen_decay_uniform_latent_and_truncation_train(train_fast):
                        weights_only=False)
     lr_g = state["optimizer_states"][0]["param_groups"][0]["lr"]
     assert lr_g == pytest.approx(2e-4 * 0.5 * (1 + np.cos(np.pi * 4 / 4)), abs=1e-12)
-    assert state["state_dict"]["fixed_noise"].abs().max() <= 0.5
     assert state["lr_schedulers"][0]["last_epoch"] == 4
+    # The sample grids' fixed noise is truncated too (uniform on [-0.5, 0.5]).
+    from ganrun.callbacks.samples import SampleGrids
+    from ganrun.schema import validate
+    from ganrun.train import _build
+
+    cfg, choices = compose_cfg(*FAST, "sample.latent=uniform", "sample.truncation=0.5")
+    module, trainer, _, _ = _build(validate(cfg), run_dir, choices, write=False)
+    (grids,) = [c for c in trainer.callbacks if isinstance(c, SampleGrids)]
+    grids.setup(trainer, module, "fit")
+    assert grids.noise.abs().max() <= 0.5 and grids.noise.abs().max() > 0.4
 
 
 def test_ema_generator_is_checkpointed_and_used_for_samples(train_fast):

@@ -82,9 +82,9 @@ class DivergenceGuard(EveryNSteps):
         saved = state["ganrun"]
         scale = module.lr_scale * self.restore_lr_factor
         module.load_state_dict(state["state_dict"])
-        # Not the random streams: the same draws would lead to the same NaN.
-        module.on_load_checkpoint({"ganrun": {k: v for k, v in saved.items()
-                                              if not k.startswith(("rng", "cuda_rng"))}})
+        # Not the random streams (callbacks.checkpoint's): the same draws would lead to
+        # the same NaN.
+        module.on_load_checkpoint({"ganrun": saved})
         change = scale / module.lr_scale  # the checkpoint's rates carry its own scale
         module.lr_scale = scale
         for optimizer, opt_state in zip(module.optimizers_in_use, state["optimizer_states"],

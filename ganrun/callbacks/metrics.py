@@ -16,6 +16,8 @@ import torch
 from ganrun.callbacks.base import EveryNSteps, run_dir, share_buffers
 from ganrun.metrics.state import GeneratedFeatures
 from ganrun.outputs import METRICS_LOG, append_jsonl
+from ganrun.samples import generate
+from ganrun.samples import noise as sample_noise
 
 log = logging.getLogger("ganrun")
 
@@ -45,12 +47,12 @@ def measure(module, evaluator, state: GeneratedFeatures, n: int, seed: int, step
     # and generates its own batches, so the samples do not depend on the process count.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(evaluation_seed(seed, step))
-        noise = module.noise(n, BATCH)
+        noise = sample_noise(module, n, BATCH)
     z = torch.cat([z for z, _ in noise])
     labels = torch.cat([y for _, y in noise]) if module.num_classes else None
     for first, count in batches[rank::world]:
         rows = slice(first, first + count)
-        fake = module.generate(z[rows], labels[rows] if labels is not None else None)
+        fake = generate(module, z[rows], labels[rows] if labels is not None else None)
         state.update(first, evaluator.features(fake))
     results = state.compute()
     state.reset()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ganrun.callbacks.base import EveryNSteps, run_dir, share_buffers
-from ganrun.samples import image_grid, point_scatter, sample_latent, save_png
+from ganrun.samples import generate, image_grid, point_scatter, sample_latent, save_png
 
 POINTS = 2000  # generated points in a 2-D scatter
 
@@ -35,7 +35,7 @@ class SampleGrids(EveryNSteps):
         if not trainer.is_global_zero:
             return
         labels = self.labels.to(module.device) if self.labels is not None else None
-        fake = module.generate(self.noise.to(module.device), labels)
+        fake = generate(module, self.noise.to(module.device), labels)
         if module.points:
             preview = self.preview if self.preview is not None else torch.zeros(0, 2)
             picture = point_scatter(preview, fake)
