@@ -184,11 +184,17 @@ SLURM_TASK_5_OF_8 = {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_P
 
 
 def test_lightning_reads_world_size_and_ranks_from_slurm(monkeypatch, tmp_path):
+    from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
     from pytorch_lightning.plugins.environments import SLURMEnvironment
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     from ganrun.distributed import GanrunDDPStrategy, global_rank
     from ganrun.schema import validate
     from ganrun.train import _build
+
+    # Lightning records the rank in these process-wide switches: put them back after.
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+    monkeypatch.setattr(utils_rank_zero_only, "rank", utils_rank_zero_only.rank)
 
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
