@@ -90,9 +90,14 @@ def test_the_readme_callback_runs_from_the_command_line(tmp_path):
     assert logged[-1][1] == pytest.approx(norm.item(), rel=1e-5)
 
 
-def test_a_callback_that_cannot_be_made_is_named(tmp_path):
-    proc = subprocess.run([GANRUN, "+callbacks.x._target_=no_such_module.Thing"], cwd=tmp_path,
-                          env=cli_env(), capture_output=True, text=True, timeout=300)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and "Traceback" not in output
-    assert "callbacks.x: cannot make no_such_module.Thing" in output
+def test_a_callback_that_cannot_be_made_is_named():
+    from ganrun.callbacks import build_callbacks
+
+    with pytest.raises(UserError, match="callbacks.x: cannot make no_such_module.Thing"):
+        build_callbacks({"x": {"_target_": "no_such_module.Thing"}})
+    with pytest.raises(UserError, match="callbacks.x: no _target_"):
+        build_callbacks({"x": {"every": 3}})
+    with pytest.raises(UserError, match="callbacks.x: .*every must be a positive integer"):
+        build_callbacks({"x": {"_target_": "ganrun.callbacks.stats.StepStats", "every": 0}})
+    with pytest.raises(UserError, match="callbacks.x: builtins.dict is not a Lightning Callback"):
+        build_callbacks({"x": {"_target_": "builtins.dict"}})
