@@ -18,101 +18,16 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from ganrun.data import DATASETS as _DATASETS
 from ganrun.errors import ObjectiveError, UserError
 from ganrun.losses import LOSSES as _LOSSES
+from ganrun.models import MODELS as _MODELS
+from ganrun.models.layers import ACTIVATIONS, OUT_ACTIVATIONS
 from ganrun.optim import DECAYS
 from ganrun.optim import OPTIMIZERS as _OPTIMIZERS
 from ganrun.regularizers import REGULARIZERS as _REGULARIZERS
 
-# --- dataset -----------------------------------------------------------------
-
-
-@dataclass
-class ImageDatasetConfig:
-    name: str = MISSING
-    root: str | None = MISSING
-    image_size: int = MISSING
-    channels: int = MISSING
-    batch_size: int = MISSING
-
-
-@dataclass
-class DownloadableDatasetConfig(ImageDatasetConfig):
-    download: bool = MISSING
-
-
-@dataclass
-class Ring8Config:
-    name: str = MISSING
-    batch_size: int = MISSING
-    n_samples: int = MISSING
-    radius: float = MISSING
-    std: float = MISSING
-
-
-@dataclass
-class Grid25Config:
-    name: str = MISSING
-    batch_size: int = MISSING
-    n_samples: int = MISSING
-    spacing: float = MISSING
-    std: float = MISSING
-
-
-DATASETS: dict[str, type] = {
-    "digits": ImageDatasetConfig,
-    "mnist": DownloadableDatasetConfig,
-    "fashion_mnist": DownloadableDatasetConfig,
-    "cifar10": DownloadableDatasetConfig,
-    "image_folder": ImageDatasetConfig,
-    "ring8": Ring8Config,
-    "grid25": Grid25Config,
-}
-LABELLED_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
-POINT_DATASETS = ("ring8", "grid25")
-
-# --- model -------------------------------------------------------------------
-
-OUT_ACTIVATIONS = ("auto", "tanh", "sigmoid", "none")
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "tanh", "sigmoid")
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    latent_dim: int = MISSING
-    conditional: bool = MISSING
-    embed_dim: int = MISSING
-    activation: str = MISSING
-    activation_d: str | None = MISSING
-    leaky_slope: float = MISSING
-    batch_norm_g: bool = MISSING
-    batch_norm_d: bool = MISSING
-    out_activation: str = MISSING
-
-
-@dataclass
-class MLPConfig(ModelConfig):
-    hidden_dims: list[int] = MISSING
-
-
-@dataclass
-class DCGANConfig(ModelConfig):
-    base_channels: int = MISSING
-    upsample: str = MISSING
-
-
-@dataclass
-class ResNetConfig(ModelConfig):
-    g_channels: int = MISSING
-    d_channels: int = MISSING
-
-
-MODELS: dict[str, type] = {"mlp": MLPConfig, "dcgan": DCGANConfig, "resnet": ResNetConfig}
-IMAGE_SIZES = {"dcgan": (8, 16, 32, 64), "resnet": (16, 32, 64)}
-UPSAMPLES = ("transposed", "nearest")
-
-# --- loss, optimizer, regularizers: their schemas live beside their code -------
+# --- every component's schema lives beside its code -----------------------------
 
 # Looked up when a config is validated, so a component registered later (a user's
 # module, a test's example) counts as much as the shipped ones.
@@ -199,8 +114,16 @@ class RootConfig:
 
 def groups() -> dict[str, dict[str, type]]:
     """Each group's options: option name -> config schema."""
-    return {"dataset": DATASETS, "model": MODELS, "loss": _LOSSES.schemas(),
-            "optim": _OPTIMIZERS.schemas()}
+    return {"dataset": _DATASETS.schemas(), "model": _MODELS.schemas(),
+            "loss": _LOSSES.schemas(), "optim": _OPTIMIZERS.schemas()}
+
+
+def labelled_datasets() -> list[str]:
+    return [name for name, source in _DATASETS.items() if source.labelled]
+
+
+def point_datasets() -> list[str]:
+    return [name for name, source in _DATASETS.items() if source.points]
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
 
@@ -342,8 +265,8 @@ def _check_metrics(cfg: DictConfig) -> None:
                 f"{', '.join(available)} (metrics.names={list(metrics.names)})"
             )
     _one_of("metrics.extractor", metrics.extractor, EXTRACTORS)
-    points = cfg.dataset.name in POINT_DATASETS
-    if metrics.extractor == "classifier" and cfg.dataset.name not in LABELLED_DATASETS:
+    points = cfg.dataset.name in point_datasets()
+    if metrics.extractor == "classifier" and cfg.dataset.name not in labelled_datasets():
         raise UserError(f"metrics.extractor=classifier needs class labels; dataset="
                         f"{cfg.dataset.name} has none (use inception)")
     if metrics.extractor in ("classifier", "inception") and points:
@@ -365,7 +288,7 @@ def _check_model(cfg: DictConfig) -> None:
     _one_of("model.activation", model.activation, ACTIVATIONS)
     if model.activation_d is not None:
         _one_of("model.activation_d", model.activation_d, ACTIVATIONS)
-    points = dataset.name in POINT_DATASETS
+    points = dataset.name in point_datasets()
     if points:
         if model.name != "mlp":
             raise UserError(f"model={model.name} needs images; dataset={dataset.name} is 2-D "
@@ -378,17 +301,17 @@ def _check_model(cfg: DictConfig) -> None:
             raise UserError(f"dataset.channels must be 1 or 3 (got {dataset.channels})")
         if dataset.image_size < 4:
             raise UserError(f"dataset.image_size must be >= 4 (got {dataset.image_size})")
-    if model.name in IMAGE_SIZES and dataset.image_size not in IMAGE_SIZES[model.name]:
+    sizes = _MODELS[model.name].image_sizes
+    if sizes and dataset.image_size not in sizes:
         raise UserError(
             f"dataset.image_size={dataset.image_size} is not supported by model={model.name}; "
-            f"valid: {', '.join(map(str, IMAGE_SIZES[model.name]))}"
+            f"valid: {', '.join(map(str, sizes))}"
         )
-    if model.name == "dcgan":
-        _one_of("model.upsample", model.upsample, UPSAMPLES)
-    if model.conditional and dataset.name not in LABELLED_DATASETS:
+    _MODELS[model.name].check(model, cfg)
+    if model.conditional and dataset.name not in labelled_datasets():
         raise UserError(
             f"model.conditional=true needs class labels; dataset={dataset.name} has none "
-            f"(labelled: {', '.join(LABELLED_DATASETS)})"
+            f"(labelled: {', '.join(labelled_datasets())})"
         )
 
 

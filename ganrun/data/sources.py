@@ -3,6 +3,10 @@
 Images are (N, C, H, W): float32 in [-1, 1] for the small embedded sets, uint8
 for the large ones (4x less memory; the loader scales each batch). 2-D mixtures
 are (N, 2) float32. Labels are kept where the source has them.
+
+Each source is registered under its name with its config schema (every field
+MISSING: configs/dataset/<name>.yaml holds the defaults) and its traits
+(`labelled`, `points`): one loader and one YAML per dataset.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from torch import Tensor
 
 from ganrun.errors import UserError
+from ganrun.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +49,64 @@ class Dataset:
         return self.data.shape[0]
 
 
+DATASETS = Registry("dataset")
+
+
+class Source:
+    """A registered dataset: its config schema, traits and loader."""
+
+    name = "dataset"
+    Config: type
+    labelled = False  # class labels: conditional models, the classifier extractor
+    points = False  # 2-D points, not images
+
+    @staticmethod
+    def load(cfg) -> Dataset:
+        raise NotImplementedError
+
+
+def register(name: str, config: type, load, labelled: bool = False, points: bool = False):
+    """File the loader `load` as the dataset `name`, with its schema `config`."""
+    attrs = {"name": name, "Config": config, "load": staticmethod(load), "labelled": labelled,
+             "points": points}
+    return DATASETS.register(type(name, (Source,), attrs))
+
+
 def load_dataset(cfg) -> Dataset:
     """The dataset named by `cfg.name`, configured by the rest of `cfg`."""
-    loaders = {
-        "digits": _digits,
-        "ring8": _mixture,
-        "grid25": _mixture,
-        "mnist": _torchvision,
-        "fashion_mnist": _torchvision,
-        "cifar10": _torchvision,
-        "image_folder": _image_folder,
-    }
-    return loaders[cfg.name](cfg)
+    return DATASETS[cfg.name].load(cfg)
+
+
+@dataclass
+class ImageConfig:
+    name: str = MISSING
+    root: str | None = MISSING
+    image_size: int = MISSING
+    channels: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class DownloadableConfig(ImageConfig):
+    download: bool = MISSING
+
+
+@dataclass
+class Ring8Config:
+    name: str = MISSING
+    batch_size: int = MISSING
+    n_samples: int = MISSING
+    radius: float = MISSING
+    std: float = MISSING
+
+
+@dataclass
+class Grid25Config:
+    name: str = MISSING
+    batch_size: int = MISSING
+    n_samples: int = MISSING
+    spacing: float = MISSING
+    std: float = MISSING
 
 
 # --- embedded ------------------------------------------------------------------
@@ -218,3 +270,11 @@ def _read_image(path: Path, size: int, mode: str) -> tuple[Tensor | None, str]:
         return None, f"{e.__class__.__name__}: {e}"
     array = array[:, :, None] if array.ndim == 2 else array
     return torch.from_numpy(array.copy()).permute(2, 0, 1), ""
+
+
+register("digits", ImageConfig, _digits, labelled=True)
+register("ring8", Ring8Config, _mixture, points=True)
+register("grid25", Grid25Config, _mixture, points=True)
+for _name in _TORCHVISION:
+    register(_name, DownloadableConfig, _torchvision, labelled=True)
+register("image_folder", ImageConfig, _image_folder)

@@ -26,7 +26,6 @@ from ganrun.metrics.modes import mode_metrics
 
 log = logging.getLogger("ganrun")
 
-LABELLED = ("digits", "mnist", "fashion_mnist", "cifar10")
 
 
 def resolve_extractor(name: str, dataset) -> str:
@@ -36,7 +35,11 @@ def resolve_extractor(name: str, dataset) -> str:
         return name
     if dataset.data.dim() == 2:
         return "raw"
-    return "classifier" if dataset.name in LABELLED and dataset.labels is not None else "inception"
+    from ganrun.data import DATASETS
+
+    source = DATASETS.get(dataset.name)
+    labelled = source is not None and source.labelled and dataset.labels is not None
+    return "classifier" if labelled else "inception"
 
 
 class Evaluator:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from ganrun.models.dcgan import DCGANDiscriminator, DCGANGenerator
-from ganrun.models.layers import Discriminator, Generator, make_activation
+from ganrun.models.layers import MODELS, Discriminator, Generator, make_activation
 from ganrun.models.mlp import MLPDiscriminator, MLPGenerator
 from ganrun.models.resnet import ResNetDiscriminator, ResNetGenerator
 
@@ -33,28 +33,9 @@ def build_models(cfg, data_shape: tuple[int, ...], num_classes: int = 0) -> tupl
     """Generator and discriminator for data of `data_shape` (C, H, W) or (2,);
     conditional on `num_classes` classes when it is > 0."""
     out_act = output_activation(cfg.out_activation, points=len(data_shape) == 1)
-    act_g, slope = cfg.activation, cfg.leaky_slope
-    act_d = cfg.activation_d or cfg.activation
-    cond = {"num_classes": num_classes}
-    if cfg.name == "mlp":
-        hidden = list(cfg.hidden_dims)
-        return (MLPGenerator(cfg.latent_dim, data_shape, hidden, cfg.batch_norm_g, act_g, slope,
-                             out_act, embed_dim=cfg.embed_dim, **cond),
-                MLPDiscriminator(data_shape, hidden, cfg.batch_norm_d, act_d, slope, **cond))
-    channels, size = data_shape[0], data_shape[-1]
-    if cfg.name == "dcgan":
-        return (DCGANGenerator(cfg.latent_dim, channels, size, cfg.base_channels, cfg.batch_norm_g,
-                               act_g, slope, out_act, cfg.upsample, embed_dim=cfg.embed_dim, **cond),
-                DCGANDiscriminator(channels, size, cfg.base_channels, cfg.batch_norm_d, act_d,
-                                   slope, **cond))
-    if cfg.name == "resnet":
-        return (ResNetGenerator(cfg.latent_dim, channels, size, cfg.g_channels, cfg.batch_norm_g,
-                                act_g, slope, out_act, embed_dim=cfg.embed_dim, **cond),
-                ResNetDiscriminator(channels, size, cfg.d_channels, cfg.batch_norm_d, act_d,
-                                    slope, **cond))
-    raise ValueError(f"unknown model {cfg.name}")
+    return MODELS[cfg.name].build(cfg, tuple(data_shape), num_classes, out_act)
 
 
-__all__ = ["build_models", "output_activation", "make_activation", "Generator", "Discriminator",
+__all__ = ["MODELS", "build_models", "output_activation", "make_activation", "Generator", "Discriminator",
            "MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator",
            "ResNetGenerator", "ResNetDiscriminator"]

@@ -10,10 +10,45 @@ written as the linear map it is).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from omegaconf import MISSING
 from torch import Tensor, nn
 
-from ganrun.models.layers import Discriminator, Generator, make_activation
+from ganrun.models.layers import (
+    MODELS,
+    Discriminator,
+    Generator,
+    ModelConfig,
+    ModelFamily,
+    make_activation,
+    one_of,
+)
+
+
+@MODELS.register
+class DCGAN(ModelFamily):
+    name = "dcgan"
+    image_sizes = (8, 16, 32, 64)
+
+    @dataclass
+    class Config(ModelConfig):
+        base_channels: int = MISSING
+        upsample: str = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        one_of("model.upsample", params.upsample, ("transposed", "nearest"))
+
+    @staticmethod
+    def build(cfg, data_shape, num_classes, out_activation):
+        channels, size, slope = data_shape[0], data_shape[-1], cfg.leaky_slope
+        return (DCGANGenerator(cfg.latent_dim, channels, size, cfg.base_channels,
+                               cfg.batch_norm_g, cfg.activation, slope, out_activation,
+                               cfg.upsample, embed_dim=cfg.embed_dim, num_classes=num_classes),
+                DCGANDiscriminator(channels, size, cfg.base_channels, cfg.batch_norm_d,
+                                   cfg.activation_d or cfg.activation, slope,
+                                   num_classes=num_classes))
 
 
 def n_resamples(size: int, smallest: int = 8) -> int:

@@ -1,9 +1,57 @@
-"""Pieces every model shares: activations, and the conditional plumbing of G and D."""
+"""Pieces every model shares: the config every model has, the registry of model
+families, activations, and the conditional plumbing of G and D."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from omegaconf import MISSING
 from torch import Tensor, nn
+
+from ganrun.errors import UserError
+from ganrun.registry import Registry
+
+MODELS = Registry("model")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "tanh", "sigmoid")
+OUT_ACTIVATIONS = ("auto", "tanh", "sigmoid", "none")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    latent_dim: int = MISSING
+    conditional: bool = MISSING
+    embed_dim: int = MISSING
+    activation: str = MISSING
+    activation_d: str | None = MISSING
+    leaky_slope: float = MISSING
+    batch_norm_g: bool = MISSING
+    batch_norm_d: bool = MISSING
+    out_activation: str = MISSING
+
+
+class ModelFamily:
+    """A registered pair of G and D: its config schema, the image sizes it can make
+    (None: any, points too) and how it is built."""
+
+    name = "model"
+    Config = ModelConfig
+    image_sizes: tuple[int, ...] | None = None
+
+    @staticmethod
+    def build(cfg, data_shape: tuple[int, ...], num_classes: int,
+              out_activation: nn.Module) -> tuple[nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        """Rules beyond the schema's types (raise UserError naming the key)."""
+
+
+def one_of(key: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise UserError(f"{key}: '{value}' is not supported; valid: {', '.join(map(str, allowed))}")
 
 
 def make_activation(name: str, slope: float = 0.2) -> nn.Module:

@@ -3,10 +3,40 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from omegaconf import MISSING
 from torch import Tensor, nn
 
-from ganrun.models.layers import Discriminator, Generator, make_activation
+from ganrun.models.layers import (
+    MODELS,
+    Discriminator,
+    Generator,
+    ModelConfig,
+    ModelFamily,
+    make_activation,
+)
+
+
+@MODELS.register
+class MLP(ModelFamily):
+    """The standard GAN: MLP G and D, on points or flattened images."""
+
+    name = "mlp"
+
+    @dataclass
+    class Config(ModelConfig):
+        hidden_dims: list[int] = MISSING
+
+    @staticmethod
+    def build(cfg, data_shape, num_classes, out_activation):
+        hidden, slope = list(cfg.hidden_dims), cfg.leaky_slope
+        return (MLPGenerator(cfg.latent_dim, data_shape, hidden, cfg.batch_norm_g,
+                             cfg.activation, slope, out_activation, embed_dim=cfg.embed_dim,
+                             num_classes=num_classes),
+                MLPDiscriminator(data_shape, hidden, cfg.batch_norm_d,
+                                 cfg.activation_d or cfg.activation, slope,
+                                 num_classes=num_classes))
 
 
 class MLPGenerator(Generator):

@@ -10,11 +10,41 @@ residual blocks, the activation and a global sum pooling: D's features.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ganrun.models.dcgan import n_resamples
-from ganrun.models.layers import Discriminator, Generator, make_activation
+from ganrun.models.layers import (
+    MODELS,
+    Discriminator,
+    Generator,
+    ModelConfig,
+    ModelFamily,
+    make_activation,
+)
+
+
+@MODELS.register
+class ResNet(ModelFamily):
+    name = "resnet"
+    image_sizes = (16, 32, 64)
+
+    @dataclass
+    class Config(ModelConfig):
+        g_channels: int = MISSING
+        d_channels: int = MISSING
+
+    @staticmethod
+    def build(cfg, data_shape, num_classes, out_activation):
+        channels, size, slope = data_shape[0], data_shape[-1], cfg.leaky_slope
+        return (ResNetGenerator(cfg.latent_dim, channels, size, cfg.g_channels,
+                                cfg.batch_norm_g, cfg.activation, slope, out_activation,
+                                embed_dim=cfg.embed_dim, num_classes=num_classes),
+                ResNetDiscriminator(channels, size, cfg.d_channels, cfg.batch_norm_d,
+                                    cfg.activation_d or cfg.activation, slope,
+                                    num_classes=num_classes))
 
 
 def xavier(module: nn.Module, gain: float = 1.0) -> None:
