@@ -1,13 +1,15 @@
-"""Dataclass schemas for every config group, and `validate(cfg)`.
+"""The global keys' schemas, and `validate(cfg)`: the walk over every group.
 
 The YAML files under configs/ hold the defaults; a schema holds only the keys
-and their types (every field MISSING), so the two cannot drift apart.
+and their types (every field MISSING), so the two cannot drift apart. Each
+component's own schema (a dataset, model, loss, optimizer or regularizer) is
+the `Config` of its class, in its registry (ganrun.registry).
 
 Hydra already refuses `optim.lrr=1` (no such key) and `loss=nope` (no such
 option). `validate` catches what Hydra lets through: `+optim.lrr=1`, a value of
 the wrong type (`optim.lr_d=abc`) and values that cannot work (a zero learning
-rate, an image size the model cannot make). It runs before anything heavy is
-imported, and every message names the key at fault.
+rate, an image size the model cannot make). It runs before anything trains (the
+components' modules import torch), and every message names the key at fault.
 """
 
 from __future__ import annotations
@@ -27,12 +29,9 @@ from ganrun.optim import DECAYS
 from ganrun.optim import OPTIMIZERS as _OPTIMIZERS
 from ganrun.regularizers import REGULARIZERS as _REGULARIZERS
 
-# --- every component's schema lives beside its code -----------------------------
-
-# Looked up when a config is validated, so a component registered later (a user's
-# module, a test's example) counts as much as the shipped ones.
-
-# --- the rest ----------------------------------------------------------------
+# Every component's schema lives beside its code (a `Config` in its registry) and is
+# looked up when a config is validated, so a component registered later (a user's
+# module, a test's example) counts as much as the shipped ones. Here: the global keys.
 
 
 @dataclass

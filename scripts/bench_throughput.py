@@ -131,7 +131,9 @@ def ganrun_loop(cfg, baton: Baton, warmup: int, chunk: int) -> None:
     try:
         with tempfile.TemporaryDirectory() as run_dir:
             module, trainer, datamodule, _ = _build(cfg, Path(run_dir), choices_of(cfg))
-            trainer.callbacks.append(TakeTurns(baton, warmup, chunk))
+            # First: its clock stops at the end of the last step, before the side jobs of
+            # the end of a run (final grid, checkpoint) that the hand loop does not do.
+            trainer.callbacks.insert(0, TakeTurns(baton, warmup, chunk))
             trainer.fit(module, datamodule=datamodule)
             assert module.g_steps == cfg.train.steps
     finally:

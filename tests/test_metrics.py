@@ -227,3 +227,22 @@ def test_cache_writes_of_parallel_jobs_do_not_mix(tmp_path, monkeypatch):
     extractors.save_cached({"job": 1}, target)
     assert torch.load(target) == {"job": 1}  # the last rename wins, whole
     assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporaries left
+
+
+@pytest.mark.parametrize("data", [("dataset=digits",), ("dataset=ring8", "model.conditional=false")],
+                         ids=["digits", "ring8"])
+def test_the_metrics_callback_scores_what_the_evaluator_scores(train_fast, data):
+    """One process: the callback's torchmetrics state (features gathered, put back in
+    sample order) gives the numbers of the Evaluator on the same samples, drawn the
+    way evaluations always drew them (the noise of seed and step, 500 at a time)."""
+    from ganrun.callbacks.metrics import evaluation_seed
+    from ganrun.samples import generate_many
+    from ganrun.tools import load_module
+
+    result, run_dir = train_fast(*data, "metrics=default", "metrics.every=4",
+                                 "metrics.n_fake=1200", "train.steps=4")
+    module, cfg = load_module(run_dir / "checkpoints" / "last.ckpt")
+    evaluator = Evaluator(cfg.metrics, load_dataset(cfg.dataset), cfg.dataset)
+    torch.manual_seed(evaluation_seed(cfg.seed, 4))
+    expected = evaluator.evaluate(generate_many(module, 1200))
+    assert result["metrics"] == expected and expected
