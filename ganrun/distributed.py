@@ -22,10 +22,7 @@ from pathlib import Path
 
 import torch
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.strategies.launchers.subprocess_script import (
-    _launch_process_observer,
-    _SubprocessScriptLauncher,
-)
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 
 def global_rank(devices_per_node: int = 1) -> int:
@@ -51,20 +48,13 @@ def _die_with_parent() -> None:
 
 
 class WorkerLauncher(_SubprocessScriptLauncher):
-    """Lightning's subprocess launcher (same environment variables, same observer that
-    stops everything when a process fails), with ganrun's worker as the command."""
+    """Lightning's subprocess launcher (same environment variables, the same observer
+    that stops everything when a process fails, the same share of CPU threads per
+    process), with ganrun's worker as the command."""
 
     def __init__(self, cluster_environment, num_processes: int, num_nodes: int, run_dir: Path):
         super().__init__(cluster_environment, num_processes, num_nodes)
         self.run_dir = run_dir
-
-    def launch(self, function, *args, trainer=None, **kwargs):
-        self.cluster_environment.validate_settings(num_devices=self.num_processes,
-                                                   num_nodes=self.num_nodes)
-        if not self.cluster_environment.creates_processes_externally:
-            self._call_children_scripts()
-            _launch_process_observer(self.procs)
-        return function(*args, **kwargs)
 
     ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
 
