@@ -5,6 +5,12 @@ class UserError(Exception):
     """A bad option, a missing path, unusable data: the message names the cause."""
 
 
+def one_of(key: str, value, allowed) -> None:
+    """Refuse `value` for `key` unless it is one of `allowed`, naming them."""
+    if value not in allowed:
+        raise UserError(f"{key}: '{value}' is not supported; valid: {', '.join(map(str, allowed))}")
+
+
 class DivergedError(UserError):
     """A loss or a discriminator output became NaN or infinite."""
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import Tensor
 
-from ganrun.errors import UserError
+from ganrun.errors import UserError, one_of
 from ganrun.registry import Registry
 
 Target = float | Tensor
@@ -182,10 +182,8 @@ class MMDLoss(AdversarialLoss):
 
     @staticmethod
     def check(params, cfg) -> None:
-        for key, valid in (("space", ("features", "samples")), ("kernel", ("rbf", "rq"))):
-            if params[key] not in valid:
-                raise UserError(f"loss.{key}: '{params[key]}' is not supported; valid: "
-                                f"{', '.join(valid)}")
+        one_of("loss.space", params.space, ("features", "samples"))
+        one_of("loss.kernel", params.kernel, ("rbf", "rq"))
         if not params.bandwidths or min(params.bandwidths) <= 0:
             raise UserError("loss.bandwidths must be a non-empty list of positive numbers")
 

@@ -632,6 +632,7 @@ class EMA(Regularizer):
     Buffers (batch-norm statistics) are copied."""
 
     name = "ema"
+    order = 10  # copies G after every structural change
 
     @dataclass
     class Config:
@@ -640,8 +641,6 @@ class EMA(Regularizer):
     @staticmethod
     def check(params, cfg) -> None:
         in_unit_interval("ema", "decay", params.decay)
-
-    order = 10  # copies G after every structural change
 
     def __init__(self, decay: float = 0.999):
         self.decay = decay

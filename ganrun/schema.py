@@ -21,7 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ganrun.data import DATASETS as _DATASETS
-from ganrun.errors import ObjectiveError, UserError
+from ganrun.errors import ObjectiveError, UserError, one_of
 from ganrun.losses import LOSSES as _LOSSES
 from ganrun.models import MODELS as _MODELS
 from ganrun.models.layers import ACTIVATIONS, OUT_ACTIVATIONS
@@ -203,11 +203,6 @@ def _short(e: OmegaConfBaseException) -> str:
     return str(e).splitlines()[0]
 
 
-def _one_of(key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise UserError(f"{key}: '{value}' is not supported; valid: {', '.join(map(str, allowed))}")
-
-
 def _check_values(cfg: DictConfig) -> None:
     positive = {
         "optim.lr_g": cfg.optim.lr_g,
@@ -226,15 +221,15 @@ def _check_values(cfg: DictConfig) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise UserError(f"{key} must be > 0 (got {value})")
-    _one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
-    _one_of("train.on_diverge", cfg.train.on_diverge, ("stop", "restore"))
+    one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    one_of("train.on_diverge", cfg.train.on_diverge, ("stop", "restore"))
     if cfg.train.max_restores < 0:
         raise UserError(f"train.max_restores must be >= 0 (got {cfg.train.max_restores})")
     if not 0 < cfg.train.restore_lr_factor <= 1:
         raise UserError(f"train.restore_lr_factor must be in (0, 1] (got "
                         f"{cfg.train.restore_lr_factor})")
-    _one_of("optim.decay", cfg.optim.decay, DECAYS)
-    _one_of("sample.latent", cfg.sample.latent, ("normal", "uniform"))
+    one_of("optim.decay", cfg.optim.decay, DECAYS)
+    one_of("sample.latent", cfg.sample.latent, ("normal", "uniform"))
     if cfg.sample.truncation is not None and not cfg.sample.truncation > 0:
         raise UserError(f"sample.truncation must be > 0 or null (got {cfg.sample.truncation})")
     _check_model(cfg)
@@ -254,7 +249,7 @@ LOSS_OUTPUTS = ("loss/d", "loss/g", "D/real", "D/fake")
 def _check_metrics(cfg: DictConfig) -> None:
     metrics = cfg.metrics
     for name in metrics.names:
-        _one_of("metrics.names", name, METRIC_NAMES)
+        one_of("metrics.names", name, METRIC_NAMES)
     target = cfg.optimized_metric
     if target is not None:
         available = [*LOSS_OUTPUTS, *(o for n in metrics.names for o in METRIC_OUTPUTS[n])]
@@ -263,7 +258,7 @@ def _check_metrics(cfg: DictConfig) -> None:
                 f"optimized_metric={target} is not logged by this run; valid: "
                 f"{', '.join(available)} (metrics.names={list(metrics.names)})"
             )
-    _one_of("metrics.extractor", metrics.extractor, EXTRACTORS)
+    one_of("metrics.extractor", metrics.extractor, EXTRACTORS)
     points = cfg.dataset.name in point_datasets()
     if metrics.extractor == "classifier" and cfg.dataset.name not in labelled_datasets():
         raise UserError(f"metrics.extractor=classifier needs class labels; dataset="
@@ -283,10 +278,10 @@ def _check_metrics(cfg: DictConfig) -> None:
 
 def _check_model(cfg: DictConfig) -> None:
     model, dataset = cfg.model, cfg.dataset
-    _one_of("model.out_activation", model.out_activation, OUT_ACTIVATIONS)
-    _one_of("model.activation", model.activation, ACTIVATIONS)
+    one_of("model.out_activation", model.out_activation, OUT_ACTIVATIONS)
+    one_of("model.activation", model.activation, ACTIVATIONS)
     if model.activation_d is not None:
-        _one_of("model.activation_d", model.activation_d, ACTIVATIONS)
+        one_of("model.activation_d", model.activation_d, ACTIVATIONS)
     points = dataset.name in point_datasets()
     if points:
         if model.name != "mlp":

@@ -14,7 +14,7 @@ import torch
 
 from ganrun.callbacks.base import EveryNSteps, run_dir
 from ganrun.callbacks.checkpoint import save_checkpoint
-from ganrun.errors import DivergedError, UserError
+from ganrun.errors import DivergedError, one_of
 from ganrun.outputs import CHECKPOINT_FILE
 
 log = logging.getLogger("ganrun")
@@ -26,8 +26,7 @@ class DivergenceGuard(EveryNSteps):
     def __init__(self, check_every: int, on_diverge: str = "stop", max_restores: int = 3,
                  restore_lr_factor: float = 0.5):
         super().__init__(check_every)
-        if on_diverge not in ("stop", "restore"):
-            raise UserError(f"on_diverge: '{on_diverge}' is not supported; valid: stop, restore")
+        one_of("on_diverge", on_diverge, ("stop", "restore"))
         self.on_diverge, self.max_restores = on_diverge, max_restores
         self.restore_lr_factor = restore_lr_factor
         self.restores: list[dict] = []  # roll-backs, for metrics.json

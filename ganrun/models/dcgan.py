@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 from torch import Tensor, nn
 
+from ganrun.errors import one_of
 from ganrun.models.layers import (
     MODELS,
     Discriminator,
@@ -22,7 +23,6 @@ from ganrun.models.layers import (
     ModelConfig,
     ModelFamily,
     make_activation,
-    one_of,
 )
 
 

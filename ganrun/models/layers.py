@@ -9,7 +9,6 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
 
-from ganrun.errors import UserError
 from ganrun.registry import Registry
 
 MODELS = Registry("model")
@@ -47,11 +46,6 @@ class ModelFamily:
     @staticmethod
     def check(params, cfg) -> None:
         """Rules beyond the schema's types (raise UserError naming the key)."""
-
-
-def one_of(key: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise UserError(f"{key}: '{value}' is not supported; valid: {', '.join(map(str, allowed))}")
 
 
 def make_activation(name: str, slope: float = 0.2) -> nn.Module:
