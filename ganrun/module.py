@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from ganrun.losses import MinimaxLoss, RelativisticAverageLoss, build_loss
 from ganrun.models import build_models
-from ganrun.optim import build_optimizer, lr_factor
-from ganrun.regularizers import EMA, StepContext, build_regularizers
+from ganrun.optim import OPTIMIZERS, build_optimizer, lr_factor
+from ganrun.regularizers import EMA, StepContext, build_regularizers, pack_of
 from ganrun.samples import sample_latent
 
 log = logging.getLogger("ganrun")
@@ -36,10 +36,14 @@ class GANModule(pl.LightningModule):
         self.cfg = cfg
         self.data_shape = tuple(data_shape)
         self.points = len(data_shape) == 1
-        self.num_classes = num_classes if cfg.model.conditional else 0
-        self.G, self.D = build_models(cfg.model, data_shape, self.num_classes)
-        self.loss = build_loss(cfg.loss)
         self.regularizers = build_regularizers(cfg.regularizer, total_steps=cfg.train.steps)
+        # DynGAN's partitions take the place of classes: G and D are conditioned on them.
+        self.partitioner = next((r for r in self.regularizers if r.conditions), None)
+        self.num_classes = (self.partitioner.conditions if self.partitioner
+                            else num_classes if cfg.model.conditional else 0)
+        pack = pack_of(cfg.regularizer)
+        self.G, self.D = build_models(cfg.model, data_shape, self.num_classes, pack=pack)
+        self.loss = build_loss(cfg.loss)
         for reg in self.regularizers:
             reg.wrap(self.G, self.D)
         ema = next((r for r in self.regularizers if isinstance(r, EMA)), None)
@@ -47,12 +51,13 @@ class GANModule(pl.LightningModule):
         self.trains_d = self.loss.space != "samples"
         self._hooks = {hook: [r for r in self.regularizers if hook in r.hooks()]
                        for hook in ("d_inputs", "d_fakes", "targets", "d_penalty", "g_penalty",
-                                    "after_d_step", "after_g_step")}
+                                    "after_d_step", "after_g_step", "unroll", "after_step")}
         if not self.trains_d:
             self._hooks["d_penalty"] = []
         # Plain copies of what every step reads: an OmegaConf lookup costs microseconds.
         self.n_critic, self.n_gen = cfg.optim.n_critic, cfg.optim.n_gen
-        self.batch_size, self.latent_dim = cfg.dataset.batch_size, cfg.model.latent_dim
+        # Samples per D step: dataset.batch_size decisions of D, pack samples each (PacGAN).
+        self.batch_size, self.latent_dim = cfg.dataset.batch_size * pack, cfg.model.latent_dim
         self.max_steps, self.latent = cfg.train.steps, cfg.sample.latent
         self.decays = cfg.optim.decay != "none"
         # D on the real batch in the G step costs a forward pass: only when it is used.
@@ -74,8 +79,8 @@ class GANModule(pl.LightningModule):
         self.stat_sums: Tensor | None = None  # summed on the device since the last log
         self.stat_count = 0
         # D(x) as a probability for the minimax family, the raw critic value otherwise.
-        probability = isinstance(self.loss, MinimaxLoss | RelativisticAverageLoss)
-        self._score = torch.sigmoid if probability else (lambda t: t)
+        self.probability_outputs = isinstance(self.loss, MinimaxLoss | RelativisticAverageLoss)
+        self._score = torch.sigmoid if self.probability_outputs else (lambda t: t)
         self._world = 1
 
     def configure_optimizers(self):
@@ -92,19 +97,26 @@ class GANModule(pl.LightningModule):
         return sample_latent(n, self.latent_dim, self.latent, device=self.device)
 
     def sample_labels(self, n: int) -> Tensor | None:
+        """Classes of generated samples: uniform, or DynGAN's partitions by their prior."""
+        if self.partitioner is not None:
+            return self.partitioner.sample_labels(n)
         if not self.num_classes:
             return None
         return torch.randint(self.num_classes, (n,), device=self.device)
 
-    def discriminate(self, x: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
-        """D's output (N,) and its last hidden features (N, F): D.forward, split open."""
+    def real_data(self) -> Tensor:
+        """The whole training set, as stored (uint8 images are scaled batch by batch)."""
+        return self.trainer.datamodule.dataset.data
+
+    def discriminate(self, x: Tensor, labels: Tensor | None,
+                     params: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """D's output (N,) and its last hidden features (N, F); with `params`, those of
+        D with these parameters (an unrolled D) instead of its own."""
         for reg in self._hooks["d_inputs"]:
             x = reg.d_inputs(x, self.g_steps)
-        feat = self.D.features(x)
-        out = self.D.head(feat).squeeze(1)
-        if labels is not None:  # projection discriminator
-            out = out + (self.D.embed(labels) * feat).sum(1)
-        return out, feat
+        if params is None:
+            return self.D(x, labels, with_features=True)
+        return torch.func.functional_call(self.D, params, (x, labels), {"with_features": True})
 
     def _loss_inputs(self, x: Tensor, out: Tensor, feat: Tensor) -> Tensor:
         space = self.loss.space
@@ -119,6 +131,8 @@ class GANModule(pl.LightningModule):
             return
         opt_g, opt_d = self.optimizers_in_use
         images, labels = batch if isinstance(batch, list | tuple) else (batch, None)
+        if self.partitioner is not None:  # the batch carries sample numbers
+            labels = self.partitioner.real_labels(labels)
         if self.unit_range:
             images = images.add(1.0).mul_(0.5)
         reals = images.split(self.batch_size)
@@ -155,21 +169,30 @@ class GANModule(pl.LightningModule):
                              *g_penalties]).detach()
         self.stat_sums = stats if self.stat_sums is None else self.stat_sums + stats
         self.stat_count += 1
+        for reg in self._hooks["after_step"]:
+            reg.after_step(self)
         self.trained_step = self.g_steps
         self.finished = self.g_steps >= self.max_steps
         self.stopping = self.finished or self._stop_requested()
 
-    def _d_step(self, opt_d, real: Tensor, y_real, fake: Tensor, y_fake):
-        for reg in self._hooks["d_fakes"]:
-            fake = reg.d_fakes(fake)
-        real_out, real_feat = self.discriminate(real, y_real)
-        fake_out, fake_feat = self.discriminate(fake, y_fake)
+    def _d_objective(self, real: Tensor, y_real, fake: Tensor, y_fake, params=None):
+        """D's loss on a real and a generated batch (of D with `params` if given), and
+        what it made of them: (loss, real_out, real_feat, fake_out, fake_feat)."""
+        real_out, real_feat = self.discriminate(real, y_real, params)
+        fake_out, fake_feat = self.discriminate(fake, y_fake, params)
         real_target, fake_target = self.loss.real_target, self.loss.fake_target
         for reg in self._hooks["targets"]:
             real_target, fake_target = reg.targets(real_target, fake_target, real_out, fake_out)
         d_loss = self.loss.d_loss(self._loss_inputs(real, real_out, real_feat),
                                   self._loss_inputs(fake, fake_out, fake_feat),
                                   real_target, fake_target)
+        return d_loss, real_out, real_feat, fake_out, fake_feat
+
+    def _d_step(self, opt_d, real: Tensor, y_real, fake: Tensor, y_fake):
+        for reg in self._hooks["d_fakes"]:
+            fake = reg.d_fakes(fake)
+        d_loss, real_out, real_feat, fake_out, fake_feat = self._d_objective(
+            real, y_real, fake, y_fake)
         ctx = StepContext(real, fake, real_out, fake_out, self.D, real_feat, fake_feat, y_real)
         penalties = [reg.d_penalty(ctx) for reg in self._hooks["d_penalty"]]
         self._update(opt_d, d_loss + sum(penalties) if penalties else d_loss)
@@ -178,11 +201,16 @@ class GANModule(pl.LightningModule):
         return d_loss, self._score(real_out).mean(), self._score(fake_out).mean(), penalties
 
     def _g_step(self, opt_g, real: Tensor, y_real, fake: Tensor, y_fake, z: Tensor):
-        real_out = real_feat = None
+        real_out = real_feat = params = None
+        for reg in self._hooks["unroll"]:  # G's loss against D some updates ahead
+            params = reg.unroll(
+                self.D, lambda p: self._d_objective(real, y_real, fake, y_fake, p)[0],
+                getattr(self.optimizers_in_use[1], "optimizer", self.optimizers_in_use[1]),
+                OPTIMIZERS[self.cfg.optim.name])
         if self._g_needs_real:
             with torch.no_grad():
-                real_out, real_feat = self.discriminate(real, y_real)
-        fake_out, fake_feat = self.discriminate(fake, y_fake)
+                real_out, real_feat = self.discriminate(real, y_real, params)
+        fake_out, fake_feat = self.discriminate(fake, y_fake, params)
         g_loss = self.loss.g_loss(self._loss_inputs(fake, fake_out, fake_feat),
                                   self._loss_inputs(real, real_out, real_feat)
                                   if self._g_needs_real else None)
@@ -227,6 +255,8 @@ class GANModule(pl.LightningModule):
                      self._world, self.batch_size, self._world * self.batch_size)
 
     def on_train_start(self) -> None:
+        if self.partitioner is not None:  # after a checkpoint's state is restored
+            self.partitioner.bind(len(self.real_data()), self.device)
         self._direct = self._steps_directly()
         # Lightning's wrappers (precision plugin, strategy, hooks) around each backward
         # and optimizer step cost more than a small model's step; on one device without

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from omegaconf import MISSING
+from torch import Tensor
 
 from ganrun.registry import Registry
 
@@ -32,10 +33,24 @@ class OptimConfig:
 class Optimizer:
     name = "optimizer"
     Config = OptimConfig
+    differentiable = False  # has `unrolled_step` (regularizer=[unrolled] differentiates through it)
 
     @staticmethod
     def build(cfg, params, lr: float) -> torch.optim.Optimizer:
         raise NotImplementedError
+
+    @staticmethod
+    def unrolled_step(params: list[Tensor], grads: list[Tensor], slots: dict, group: dict,
+                      step: int) -> tuple[list[Tensor], dict]:
+        """One update as a differentiable function: new parameters and slots from
+        `params`, their `grads` (with graphs), the optimizer's `slots` (moments) and
+        its param `group` (lr, betas, ...); `step` counts updates so far."""
+        raise NotImplementedError
+
+    @staticmethod
+    def slots(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> dict:
+        """The optimizer's current state for `params`, detached: where an unroll starts."""
+        return {}
 
     @staticmethod
     def check(cfg, root) -> None:
@@ -55,6 +70,32 @@ class Adam(Optimizer):
     def build(cfg, params, lr):
         return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                 weight_decay=cfg.weight_decay)
+
+    differentiable = True
+
+    @staticmethod
+    def slots(optimizer, params):
+        state = [optimizer.state.get(p, {}) for p in params]
+        if not all(state):  # before D's first update: zero moments
+            return {"m": [torch.zeros_like(p) for p in params],
+                    "v": [torch.zeros_like(p) for p in params], "step": 0}
+        return {"m": [s["exp_avg"].detach() for s in state],
+                "v": [s["exp_avg_sq"].detach() for s in state], "step": int(state[0]["step"])}
+
+    @staticmethod
+    def unrolled_step(params, grads, slots, group, step):
+        (b1, b2), lr, eps, wd = group["betas"], group["lr"], group["eps"], group["weight_decay"]
+        t = slots["step"] + 1
+        new_params, m_new, v_new = [], [], []
+        for p, g, m, v in zip(params, grads, slots["m"], slots["v"], strict=True):
+            g = g + wd * p if wd else g
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            new_params.append(p - lr * m_hat / (v_hat.sqrt() + eps))
+            m_new.append(m)
+            v_new.append(v)
+        return new_params, {"m": m_new, "v": v_new, "step": t}
 
 
 @OPTIMIZERS.register
@@ -86,6 +127,27 @@ class SGD(Optimizer):
     def build(cfg, params, lr):
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
+
+    differentiable = True
+
+    @staticmethod
+    def slots(optimizer, params):
+        buffers = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+        return {"buf": [None if b is None else b.detach() for b in buffers]}
+
+    @staticmethod
+    def unrolled_step(params, grads, slots, group, step):
+        mu, lr, wd, nesterov = (group["momentum"], group["lr"], group["weight_decay"],
+                                group["nesterov"])
+        new_params, buffers = [], []
+        for p, g, buf in zip(params, grads, slots["buf"], strict=True):
+            g = g + wd * p if wd else g
+            if mu:
+                buf = g if buf is None else mu * buf + g  # torch's SGD: no dampening
+                g = g + mu * buf if nesterov else buf
+            new_params.append(p - lr * g)
+            buffers.append(buf)
+        return new_params, {"buf": buffers}
 
 
 @OPTIMIZERS.register

@@ -9,6 +9,11 @@ A regularizer overrides only the hooks it needs; the training step calls only th
 - `d_penalty(ctx)`              a term added to D's loss (gradient penalty, R1, DRAGAN)
 - `g_penalty(ctx)`              a term added to G's loss (feature matching, diversity)
 - `after_d_step(D)`, `after_g_step(G)`   after each update (clipping, averages)
+- `unroll(D, objective, optimizer, rule)`  the D parameters G's loss is taken against (Unrolled GAN)
+- `after_step(module)`          after the generator step, with the whole module (DynGAN)
+
+A regularizer may also change what D judges: `pack` > 1 builds D for `pack`
+samples at once (PacGAN).
 
 `ctx` is a `StepContext`. Regularizers that keep state across steps (running
 averages, a replay buffer) save it with the checkpoint via `state_dict()`.
@@ -30,13 +35,14 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ganrun.errors import UserError
+from ganrun.models.layers import Maxout
 from ganrun.registry import Registry
 
 REGULARIZERS = Registry("regularizer")
 
 HOOKS = ("d_inputs", "d_fakes", "targets", "d_penalty", "g_penalty", "after_d_step",
-         "after_g_step")
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
+         "after_g_step", "unroll", "after_step")
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid, Maxout)
 
 
 @dataclass
@@ -59,6 +65,8 @@ class Regularizer:
     acts_on_d = False  # on D's inputs, outputs, weights or loss: needs a trained D
     excludes: tuple[str, ...] = ()  # regularizers it cannot be combined with, and why
     excludes_why = ""
+    pack = 1  # samples D judges at once (PacGAN)
+    conditions = 0  # classes G and D are conditioned on, the regularizer's own (DynGAN)
 
     @dataclass
     class Config:
@@ -92,6 +100,12 @@ class Regularizer:
 
     def after_g_step(self, G: nn.Module) -> None:
         pass
+
+    def unroll(self, D: nn.Module, objective, optimizer, rule) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def after_step(self, module) -> None:
+        """After the whole generator step, with the module (DynGAN's detection)."""
 
     def state_dict(self) -> dict:
         return {}
@@ -386,6 +400,33 @@ def _head_in_features(D: nn.Module) -> int:
     return (list(head)[-1] if isinstance(head, nn.Sequential) else head).in_features
 
 
+@REGULARIZERS.register
+class PacGAN(Regularizer):
+    """PacGAN (Lin et al. 2018): D judges `pack` samples at once, concatenated along
+    the channels (images) or features (points); real packs hold only real samples and
+    fake packs only generated ones. D is built for the packed input. As in the paper,
+    dataset.batch_size counts D's decisions: a D step takes batch_size x pack samples
+    of each kind."""
+
+    name = "pacgan"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        pack: int = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        if params.pack < 2:
+            raise UserError(f"regularizer.pacgan.pack must be >= 2 (got {params.pack})")
+        if cfg.model.conditional:
+            raise UserError("regularizer pacgan judges packs of samples of different classes: "
+                            "it cannot be combined with model.conditional=true")
+
+    def __init__(self, pack: int = 2):
+        self.pack = pack
+
+
 # --- targets and inputs -------------------------------------------------------------------
 
 
@@ -512,6 +553,53 @@ class ExperienceReplay(Regularizer):
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer, self.filled, self.cursor = state["buffer"], state["filled"], state["cursor"]
+
+
+@REGULARIZERS.register
+class Unrolled(Regularizer):
+    """Unrolled GAN (Metz et al. 2017): G's loss is taken against D after `steps`
+    more updates of D's own rule (the D optimizer's, from its current moments) on the
+    step's real and generated batch, differentiated through those updates, so G
+    answers D's reply to its move. D's own update is unchanged; the unrolled
+    parameters are thrown away. The unrolled objective is D's loss without penalties."""
+
+    name = "unrolled"
+    acts_on_d = True
+
+    @dataclass
+    class Config:
+        steps: int = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        from ganrun.optim import OPTIMIZERS
+
+        if params.steps < 1:
+            raise UserError(f"regularizer.unrolled.steps must be >= 1 (got {params.steps})")
+        able = [n for n, c in OPTIMIZERS.items() if c.differentiable]
+        if cfg.optim.name not in able:
+            raise UserError(f"regularizer unrolled differentiates through D's optimizer; "
+                            f"optim={cfg.optim.name} has no differentiable update (use "
+                            f"{' or '.join(able)})")
+
+    def __init__(self, steps: int = 5):
+        self.steps = steps
+
+    def unroll(self, D: nn.Module, objective, optimizer, rule) -> dict[str, Tensor]:
+        """D's parameters after `steps` updates of `objective(params) -> D's loss` by
+        `rule` (ganrun.optim, starting from the torch `optimizer`'s moments), as functions
+        of G's output (the graph is kept), and D's buffers, copied."""
+        named = dict(D.named_parameters())
+        names, params = list(named), list(named.values())
+        slots = rule.slots(optimizer, params)
+        group = optimizer.param_groups[0]
+        buffers = {k: b.clone() for k, b in D.named_buffers()}  # batch norm: no side effects
+        current = [p.detach().requires_grad_(True) for p in params]
+        for i in range(self.steps):
+            loss = objective({**dict(zip(names, current, strict=True)), **buffers})
+            grads = torch.autograd.grad(loss, current, create_graph=True)
+            current, slots = rule.unrolled_step(current, list(grads), slots, group, i)
+        return {**dict(zip(names, current, strict=True)), **buffers}
 
 
 # --- penalties on G ---------------------------------------------------------------------
@@ -657,6 +745,12 @@ class EMA(Regularizer):
             ema_buf.copy_(buf)
 
 
+def pack_of(cfg) -> int:
+    """Samples D judges at once under the `regularizer` node `cfg` (PacGAN's pack, or 1)."""
+    return max((REGULARIZERS[name].pack if params is None or "pack" not in params
+                else params.pack for name, params in cfg.items()), default=1)
+
+
 def build_regularizers(cfg, total_steps: int = 1) -> list[Regularizer]:
     """One instance per key of `cfg` (the `regularizer` node), in wrap order."""
     regs = []
@@ -666,3 +760,6 @@ def build_regularizers(cfg, total_steps: int = 1) -> list[Regularizer]:
             kwargs["total_steps"] = total_steps
         regs.append(REGULARIZERS[name](**kwargs))
     return sorted(regs, key=lambda r: (r.order, r.name))
+
+
+from ganrun import dyngan  # noqa: E402, F401  (registers DynGAN, which builds on the above)

@@ -282,6 +282,10 @@ def _check_model(cfg: DictConfig) -> None:
     one_of("model.activation", model.activation, ACTIVATIONS)
     if model.activation_d is not None:
         one_of("model.activation_d", model.activation_d, ACTIVATIONS)
+    for key in ("activation", "activation_d"):
+        if model[key] == "maxout" and "maxout_pieces" not in model:
+            raise UserError(f"model.{key}=maxout is for fully connected layers; "
+                            f"model={model.name} has none (use model=mlp)")
     points = dataset.name in point_datasets()
     if points:
         if model.name != "mlp":

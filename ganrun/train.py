@@ -267,12 +267,14 @@ def _build(cfg: DictConfig, run_dir: Path, choices: dict[str, str], write: bool 
     from ganrun.data import GANDataModule, load_dataset
     from ganrun.distributed import strategy_for
     from ganrun.module import GANModule
+    from ganrun.regularizers import pack_of
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     callbacks = build_callbacks(cfg.callbacks)
     dataset = load_dataset(cfg.dataset)
-    datamodule = GANDataModule(dataset, cfg.dataset.batch_size, cfg.optim.n_critic, cfg.seed,
-                               with_labels=cfg.model.conditional)
+    datamodule = GANDataModule(dataset, cfg.dataset.batch_size * pack_of(cfg.regularizer),
+                               cfg.optim.n_critic, cfg.seed, with_labels=cfg.model.conditional,
+                               with_index="dyngan" in cfg.regularizer)
     module = GANModule(cfg, dataset.shape, num_classes=dataset.num_classes)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="",
                                default_hp_metric=False, flush_secs=cfg.logger.flush_secs)

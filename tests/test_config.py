@@ -38,9 +38,14 @@ def test_every_option_has_a_schema_and_sets_every_key(group):
 
 def test_every_regularizer_has_a_schema():
     assert set(options("regularizer")) == set(REGULARIZERS)
+    # Every one together, but one of each pair that excludes the other.
+    left_out = {"weight_clip", "pacgan", "experience_replay"}
     cfg, _ = compose_cfg(f"regularizer=[{','.join(options('regularizer'))}]", "loss=bce",
-                         "~regularizer.weight_clip")
-    assert set(schema.validate(cfg).regularizer) == set(REGULARIZERS) - {"weight_clip"}
+                         *(f"~regularizer.{name}" for name in left_out))
+    assert set(schema.validate(cfg).regularizer) == set(REGULARIZERS) - left_out
+    for name in left_out:
+        cfg, _ = compose_cfg(f"regularizer=[{name}]")
+        assert set(schema.validate(cfg).regularizer) == {name}
 
 
 def test_a_key_left_unset_is_refused():

@@ -14,7 +14,7 @@ BASE = {"latent_dim": 8, "conditional": False, "embed_dim": 4, "activation": "re
         "activation_d": "leaky_relu", "leaky_slope": 0.2, "batch_norm_g": True,
         "batch_norm_d": True, "out_activation": "auto"}
 MODELS = {
-    "mlp": {"hidden_dims": [16, 16]},
+    "mlp": {"hidden_dims": [16, 16], "hidden_dims_d": None, "maxout_pieces": 5},
     "dcgan": {"base_channels": 4, "upsample": "transposed"},
     "resnet": {"g_channels": 8, "d_channels": 8},
 }

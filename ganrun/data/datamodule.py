@@ -49,18 +49,20 @@ class InMemoryBatches:
 
 class GANDataModule(pl.LightningDataModule):
     """Serves `dataset` in batches of `batch_size * n_critic` (one G step's real data,
-    per process), and keeps a preview of the real points for 2-D scatter plots."""
+    per process; `batch_size` counts samples), with their labels or, `with_index`,
+    their numbers in the dataset, and keeps a preview of the real points for 2-D scatter plots."""
 
     PREVIEW = 2000  # real points drawn under the generated ones
 
     def __init__(self, dataset: Dataset, batch_size: int, n_critic: int, seed: int,
-                 with_labels: bool = False):
+                 with_labels: bool = False, with_index: bool = False):
         super().__init__()
         self.dataset = dataset
         self.batch_size, self.n_critic = batch_size, n_critic
         self.step_batch = batch_size * n_critic
         self.seed = seed
         self.with_labels = with_labels
+        self.with_index = with_index  # each sample's number in place of its label (DynGAN)
         self._check_size(1)
         self.preview = None
         if len(dataset.shape) == 1:
@@ -81,6 +83,8 @@ class GANDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         self._check_size(world)
         labels = self.dataset.labels.to(device) if self.with_labels else None
+        if self.with_index:
+            labels = torch.arange(len(self.dataset), device=device)
         # After a checkpoint is restored, the module knows how many batches it has used.
         start = getattr(trainer.lightning_module if trainer else None, "g_steps", 0)
         return InMemoryBatches(self.dataset.data.to(device), labels, self.step_batch,

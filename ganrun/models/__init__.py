@@ -11,7 +11,14 @@ from __future__ import annotations
 from torch import nn
 
 from ganrun.models.dcgan import DCGANDiscriminator, DCGANGenerator
-from ganrun.models.layers import MODELS, Discriminator, Generator, make_activation
+from ganrun.models.layers import (
+    MODELS,
+    Discriminator,
+    Generator,
+    Maxout,
+    make_activation,
+    packed_shape,
+)
 from ganrun.models.mlp import MLPDiscriminator, MLPGenerator
 from ganrun.models.resnet import ResNetDiscriminator, ResNetGenerator
 
@@ -29,13 +36,20 @@ def output_activation(name: str, points: bool) -> nn.Module:
     raise ValueError(f"unknown output activation {name}")
 
 
-def build_models(cfg, data_shape: tuple[int, ...], num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
+def build_models(cfg, data_shape: tuple[int, ...], num_classes: int = 0,
+                 pack: int = 1) -> tuple[nn.Module, nn.Module]:
     """Generator and discriminator for data of `data_shape` (C, H, W) or (2,);
-    conditional on `num_classes` classes when it is > 0."""
+    conditional on `num_classes` classes when it is > 0; D judging `pack` samples
+    at once (PacGAN) when it is > 1."""
+    family, data_shape = MODELS[cfg.name], tuple(data_shape)
     out_act = output_activation(cfg.out_activation, points=len(data_shape) == 1)
-    return MODELS[cfg.name].build(cfg, tuple(data_shape), num_classes, out_act)
+    G, D = family.build(cfg, data_shape, num_classes, out_act)
+    if pack > 1:  # D for inputs of pack x the channels; this second G is not used
+        _, D = family.build(cfg, packed_shape(data_shape, pack), num_classes, out_act)
+        D.pack = pack
+    return G, D
 
 
-__all__ = ["MODELS", "build_models", "output_activation", "make_activation", "Generator", "Discriminator",
+__all__ = ["MODELS", "build_models", "output_activation", "make_activation", "Maxout", "Generator", "Discriminator",
            "MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator",
            "ResNetGenerator", "ResNetDiscriminator"]

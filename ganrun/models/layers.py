@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ganrun.registry import Registry
 
 MODELS = Registry("model")
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "tanh", "sigmoid")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "tanh", "sigmoid", "maxout")
 OUT_ACTIVATIONS = ("auto", "tanh", "sigmoid", "none")
 
 
@@ -48,8 +48,24 @@ class ModelFamily:
         """Rules beyond the schema's types (raise UserError naming the key)."""
 
 
+class Maxout(nn.Module):
+    """Maxout (Goodfellow et al. 2013): the maximum of `pieces` linear pieces. Its input
+    is a layer `pieces` times as wide: (N, width * pieces) -> (N, width)."""
+
+    def __init__(self, pieces: int):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.unflatten(1, (-1, self.pieces)).amax(2)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
 def make_activation(name: str, slope: float = 0.2) -> nn.Module:
-    """A fresh hidden-activation module (a regularizer may wrap each one, so none is shared)."""
+    """A fresh hidden-activation module (a regularizer may wrap each one, so none is shared).
+    `maxout` needs its layer's width: the MLP builds it (model.maxout_pieces)."""
     if name == "relu":
         return nn.ReLU()
     if name == "leaky_relu":
@@ -78,10 +94,24 @@ class Generator(nn.Module):
         return torch.cat([z, self.embed(labels)], dim=1) if self.num_classes else z
 
 
+def pack_samples(x: Tensor, pack: int) -> Tensor:
+    """PacGAN's packing: each `pack` consecutive samples become one input of `pack`
+    times the channels (images) or features (points): (N, C, ...) -> (N / pack, pack C, ...)."""
+    return x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])
+
+
+def packed_shape(shape: tuple[int, ...], pack: int) -> tuple[int, ...]:
+    return (shape[0] * pack, *shape[1:])
+
+
 class Discriminator(nn.Module):
     """D(x, labels) = head(features(x)) (+ <embed(labels), features(x)>, the projection
     discriminator of Miyato & Koyama 2018, when conditional). `head` may be replaced
-    by any module mapping (N, F) -> (N, 1)."""
+    by any module mapping (N, F) -> (N, 1). With `pack` > 1 (PacGAN) D is built for
+    packed inputs and judges each `pack` consecutive samples together: N samples give
+    N / pack outputs."""
+
+    pack = 1
 
     def init_head(self, in_shape: tuple[int, ...], feature_dim: int, num_classes: int) -> None:
         self.in_shape = tuple(in_shape)
@@ -94,9 +124,13 @@ class Discriminator(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, labels: Tensor | None = None,
+                with_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """D's outputs (N,), and with `with_features` its last hidden features (N, F)."""
+        if self.pack > 1:
+            x = pack_samples(x, self.pack)
         f = self.features(x)
         out = self.head(f).squeeze(1)
         if labels is not None and self.num_classes:
             out = out + (self.embed(labels) * f).sum(1)
-        return out
+        return (out, f) if with_features else out

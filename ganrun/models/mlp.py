@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 from torch import Tensor, nn
 
+from ganrun.errors import UserError
 from ganrun.models.layers import (
     MODELS,
     Discriminator,
     Generator,
     ModelConfig,
+    Maxout,
     ModelFamily,
     make_activation,
 )
@@ -27,31 +29,53 @@ class MLP(ModelFamily):
     @dataclass
     class Config(ModelConfig):
         hidden_dims: list[int] = MISSING
+        hidden_dims_d: list[int] | None = MISSING
+        maxout_pieces: int = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        if params.maxout_pieces < 2:
+            raise UserError(f"model.maxout_pieces must be >= 2 (got {params.maxout_pieces})")
+        for key in ("hidden_dims", "hidden_dims_d"):
+            widths = params[key]
+            if widths is not None and (not widths or min(widths) < 1):
+                raise UserError(f"model.{key} must be a non-empty list of positive widths "
+                                f"(got {list(widths)})")
 
     @staticmethod
     def build(cfg, data_shape, num_classes, out_activation):
-        hidden, slope = list(cfg.hidden_dims), cfg.leaky_slope
+        hidden, slope, pieces = list(cfg.hidden_dims), cfg.leaky_slope, cfg.maxout_pieces
+        hidden_d = list(cfg.hidden_dims_d) if cfg.hidden_dims_d is not None else hidden
         return (MLPGenerator(cfg.latent_dim, data_shape, hidden, cfg.batch_norm_g,
                              cfg.activation, slope, out_activation, embed_dim=cfg.embed_dim,
-                             num_classes=num_classes),
-                MLPDiscriminator(data_shape, hidden, cfg.batch_norm_d,
+                             num_classes=num_classes, pieces=pieces),
+                MLPDiscriminator(data_shape, hidden_d, cfg.batch_norm_d,
                                  cfg.activation_d or cfg.activation, slope,
-                                 num_classes=num_classes))
+                                 num_classes=num_classes, pieces=pieces))
+
+
+def hidden_layer(width: int, hidden: int, batch_norm: bool, activation: str, slope: float,
+                 pieces: int) -> list[nn.Module]:
+    """Linear, [batch norm], activation; a maxout layer is `pieces` times as wide
+    before its maximum."""
+    out = hidden * pieces if activation == "maxout" else hidden
+    layers: list[nn.Module] = [nn.Linear(width, out)]
+    layers += [nn.BatchNorm1d(out)] if batch_norm else []
+    layers += [Maxout(pieces) if activation == "maxout" else make_activation(activation, slope)]
+    return layers
 
 
 class MLPGenerator(Generator):
     def __init__(self, latent_dim: int, out_shape: tuple[int, ...], hidden_dims: list[int],
                  batch_norm: bool, activation: str, slope: float, out_activation: nn.Module,
-                 num_classes: int = 0, embed_dim: int = 0):
+                 num_classes: int = 0, embed_dim: int = 0, pieces: int = 2):
         super().__init__(latent_dim, num_classes, embed_dim)
         self.out_shape = tuple(out_shape)
         self.out_activation = out_activation
         layers: list[nn.Module] = []
         width = self.input_dim
         for hidden in hidden_dims:
-            layers += [nn.Linear(width, hidden)]
-            layers += [nn.BatchNorm1d(hidden)] if batch_norm else []
-            layers += [make_activation(activation, slope)]
+            layers += hidden_layer(width, hidden, batch_norm, activation, slope, pieces)
             width = hidden
         layers += [nn.Linear(width, math.prod(self.out_shape)), out_activation]
         self.net = nn.Sequential(*layers)
@@ -62,15 +86,13 @@ class MLPGenerator(Generator):
 
 class MLPDiscriminator(Discriminator):
     def __init__(self, in_shape: tuple[int, ...], hidden_dims: list[int], batch_norm: bool,
-                 activation: str, slope: float, num_classes: int = 0):
+                 activation: str, slope: float, num_classes: int = 0, pieces: int = 2):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(in_shape)
         for i, hidden in enumerate(hidden_dims):
-            layers += [nn.Linear(width, hidden)]
             # No batch norm on the input layer (as in DCGAN's discriminator).
-            layers += [nn.BatchNorm1d(hidden)] if batch_norm and i > 0 else []
-            layers += [make_activation(activation, slope)]
+            layers += hidden_layer(width, hidden, batch_norm and i > 0, activation, slope, pieces)
             width = hidden
         self.body = nn.Sequential(*layers)
         self.init_head(in_shape, width, num_classes)

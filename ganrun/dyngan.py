@@ -1,0 +1,269 @@
+"""DynGAN (Luo et al., "DynGAN: Solving Mode Collapse in GANs with Dynamic
+Clustering", IEEE TPAMI 2024): find the real samples the generator fails to
+produce, give them partitions of their own, and train G and D conditioned on the
+partition.
+
+- Detection, every `detect_every` generator steps: D's probability on every real
+  sample, averaged over detections (score <- (1 - ema) score + ema p, from 0); a
+  sample is collapsed when its score exceeds 1 / (1 + delta). For the optimal D of
+  the minimax game, D*(x) = p(x) / (p(x) + q(x)), so this says q(x) < delta p(x):
+  the generator puts almost no mass where the sample lies. For critic losses
+  (wgan, hinge, ...), whose outputs are no probabilities, p is the share of a
+  batch of generated samples that D scores below the real one (1 where D ranks the
+  sample above everything G makes, as D* does for a collapsed sample).
+- Partitioning, every `partition_every` steps, when at least `min_collapsed` of the
+  data is collapsed and fewer than `max_partitions` partitions exist: the collapsed
+  samples of each partition move to a new partition (one new partition per old
+  one that has any; past the cap, into the last), then k-means on D's features
+  refines the partitions, each sample's distance to its own partition weighted by
+  its score (a sample G already covers stays where it is; a collapsed one may move).
+- Conditioning: G and D take the partition index as a class (G's embedding, D's
+  projection); real samples carry their partition, generated ones draw theirs from
+  the prior, each partition's share of the data.
+
+Settings after the authors' synthetic code (HelloSeeing/DynGAN): delta 0.2, ema
+0.1, detection every 500 and partitioning every 3000 iterations, at most 30
+partitions, a split when 1% of the data is collapsed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from omegaconf import MISSING
+from torch import Tensor, nn
+
+from ganrun.errors import UserError
+from ganrun.regularizers import REGULARIZERS, Regularizer, in_unit_interval
+
+log = logging.getLogger("ganrun")
+
+
+def collapse_probability(real_out: Tensor, fake_out: Tensor | None, probability: bool) -> Tensor:
+    """D's view of each real sample as a probability of being real and not generated:
+    sigmoid(D(x)) for losses whose D outputs a logit, otherwise the share of the
+    generated samples' outputs below D(x)."""
+    if probability:
+        return torch.sigmoid(real_out.float())
+    ranked = fake_out.float().sort().values
+    return torch.searchsorted(ranked, real_out.float().contiguous()).float() / ranked.numel()
+
+
+def weighted_kmeans(features: Tensor, labels: Tensor, scores: Tensor, k: int,
+                    iterations: int = 100, tol: float = 1e-4) -> Tensor:
+    """k-means from the partitions `labels` (centres: their members' means), with
+    each sample's Euclidean distance to its starting partition times its score.
+    Returns the new labels; a partition left empty keeps its centre."""
+    features = features.float()
+    centres = _means(features, labels, k, features.new_zeros(k, features.shape[1]))
+    rows = torch.arange(features.shape[0], device=features.device)
+    weight = torch.ones(features.shape[0], k, device=features.device)
+    weight[rows, labels] = scores.float()
+    for _ in range(iterations):
+        assigned = (torch.cdist(features, centres) * weight).argmin(1)
+        moved = _means(features, assigned, k, centres)
+        shift = float((moved - centres).norm())
+        centres = moved
+        if shift < tol:
+            break
+    return (torch.cdist(features, centres) * weight).argmin(1)
+
+
+def _means(features: Tensor, labels: Tensor, k: int, fallback: Tensor) -> Tensor:
+    sums = features.new_zeros(k, features.shape[1]).index_add_(0, labels, features)
+    counts = torch.bincount(labels, minlength=k).unsqueeze(1).to(features.dtype)
+    return torch.where(counts > 0, sums / counts.clamp(min=1), fallback)
+
+
+@REGULARIZERS.register
+class DynGAN(Regularizer):
+    name = "dyngan"
+    acts_on_d = True
+    excludes = ("pacgan", "experience_replay")
+    excludes_why = "DynGAN judges single samples with their partitions"
+
+    @dataclass
+    class Config:
+        delta: float = MISSING
+        ema: float = MISSING
+        detect_every: int = MISSING
+        partition_every: int = MISSING
+        min_collapsed: float = MISSING
+        max_partitions: int = MISSING
+        kmeans_iterations: int = MISSING
+
+    @staticmethod
+    def check(params, cfg) -> None:
+        if not params.delta > 0:
+            raise UserError(f"regularizer.dyngan.delta must be > 0 (got {params.delta})")
+        in_unit_interval("dyngan", "ema", params.ema)
+        in_unit_interval("dyngan", "min_collapsed", params.min_collapsed)
+        for key in ("detect_every", "partition_every", "kmeans_iterations"):
+            if params[key] < 1:
+                raise UserError(f"regularizer.dyngan.{key} must be >= 1 (got {params[key]})")
+        if params.partition_every % params.detect_every:
+            raise UserError(f"regularizer.dyngan.partition_every={params.partition_every} must "
+                            f"be a multiple of detect_every={params.detect_every} (partitions "
+                            "are made from a detection)")
+        if params.max_partitions < 2:
+            raise UserError(f"regularizer.dyngan.max_partitions must be >= 2 (got "
+                            f"{params.max_partitions})")
+        if cfg.model.conditional:
+            raise UserError("regularizer dyngan conditions G and D on its partitions: it "
+                            "cannot be combined with model.conditional=true")
+
+    def __init__(self, delta: float = 0.2, ema: float = 0.1, detect_every: int = 500,
+                 partition_every: int = 3000, min_collapsed: float = 0.01,
+                 max_partitions: int = 30, kmeans_iterations: int = 100):
+        self.delta, self.ema = delta, ema
+        self.detect_every, self.partition_every = detect_every, partition_every
+        self.min_collapsed, self.max_partitions = min_collapsed, max_partitions
+        self.kmeans_iterations = kmeans_iterations
+        self.conditions = max_partitions  # G and D are built conditional on this many
+        self.scores: Tensor | None = None  # (N,) per real sample
+        self.partition: Tensor | None = None  # (N,) partition index per real sample
+        self.prior: Tensor | None = None  # (max_partitions,) each partition's share
+        self.partitions = 1
+        self.collapsed_share = 0.0
+        self.splits: list[dict] = []  # when partitions were made, for metrics.json
+
+    @property
+    def threshold(self) -> float:
+        return 1.0 / (1.0 + self.delta)
+
+    def wrap(self, G: nn.Module, D: nn.Module) -> None:
+        # The projection of a partition D has not seen yet starts at zero: a new
+        # partition begins as D's unconditional view, not as a random direction.
+        nn.init.zeros_(D.embed.weight)
+
+    def bind(self, n: int, device) -> None:
+        """Per-sample state for a dataset of n samples, created once (or restored)."""
+        if self.scores is None:
+            self.scores = torch.zeros(n, device=device)
+            self.partition = torch.zeros(n, dtype=torch.long, device=device)
+            self.prior = torch.zeros(self.max_partitions, device=device)
+            self.prior[0] = 1.0
+        else:
+            self.scores, self.partition, self.prior = (
+                t.to(device) for t in (self.scores, self.partition, self.prior))
+
+    # --- what the training step asks -------------------------------------------------
+
+    def real_labels(self, index: Tensor) -> Tensor:
+        return self.partition[index]
+
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.multinomial(self.prior, n, replacement=True, generator=generator)
+
+    # --- detection and partitioning ---------------------------------------------------
+
+    def detect(self, probability: Tensor) -> Tensor:
+        """Fold D's probabilities on every real sample into the scores; the collapsed
+        mask (N,)."""
+        self.scores.lerp_(probability.to(self.scores), self.ema)
+        collapsed = self.scores > self.threshold
+        self.collapsed_share = float(collapsed.float().mean())
+        return collapsed
+
+    def split(self, collapsed: Tensor, features: Tensor) -> bool:
+        """New partitions from the collapsed samples, refined by k-means on D's
+        `features` (N, F); the prior becomes each partition's share. False when the
+        rule says not to split (too few collapsed, or no partition left)."""
+        if self.collapsed_share < self.min_collapsed or self.partitions >= self.max_partitions:
+            return False
+        labels = self.partition.clone()
+        for old in range(self.partitions):
+            moving = collapsed & (self.partition == old)
+            if moving.any():
+                labels[moving] = min(self.partitions, self.max_partitions - 1)
+                self.partitions = min(self.partitions + 1, self.max_partitions)
+        self.partition = weighted_kmeans(features, labels, self.scores, self.partitions,
+                                         self.kmeans_iterations)
+        counts = torch.bincount(self.partition, minlength=self.max_partitions).float()
+        self.prior = counts / counts.sum()
+        return True
+
+    def state_dict(self) -> dict:
+        return {"scores": self.scores, "partition": self.partition, "prior": self.prior,
+                "partitions": self.partitions, "collapsed_share": self.collapsed_share,
+                "splits": self.splits}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scores, self.partition, self.prior = state["scores"], state["partition"], state["prior"]
+        self.partitions, self.collapsed_share = state["partitions"], state["collapsed_share"]
+        self.splits = list(state.get("splits", []))
+
+    # --- in the run: called by the module after each generator step --------------------
+
+    @torch.no_grad()
+    def after_step(self, module) -> None:
+        step = module.g_steps
+        if step % self.detect_every:
+            return
+        real_out, features = _judge_all(module, self.partition)
+        fake_out = None
+        if not module.probability_outputs:  # critic values: ranked against generated ones
+            fake_out = _judge_generated(module, step)
+        collapsed = self.detect(collapse_probability(real_out, fake_out,
+                                                     module.probability_outputs))
+        split = step % self.partition_every == 0 and self.split(collapsed, features)
+        if split:
+            self.splits.append({"step": step, "partitions": self.partitions,
+                                "collapsed_share": round(self.collapsed_share, 6)})
+        if module.trainer is not None and module.trainer.is_global_zero:
+            if module.logger is not None:
+                module.logger.log_metrics({"dyngan/partitions": self.partitions,
+                                           "dyngan/collapsed_share": self.collapsed_share},
+                                          step=step)
+            if split:
+                log.info("dyngan: step %d: %.1f%% of the real samples collapsed; %d partitions, "
+                         "prior %s", step, 100 * self.collapsed_share, self.partitions,
+                         " ".join(f"{p:.3f}" for p in self.prior[:self.partitions].tolist()))
+
+
+def _judge_all(module, partition: Tensor, batch: int = 4096) -> tuple[Tensor, Tensor]:
+    """D's outputs and features on every real sample (as training sees it), each with
+    its partition, D in eval mode."""
+    data = module.real_data()
+    D = module.D
+    was_training = D.training
+    D.eval()
+    try:
+        outs, feats = [], []
+        for first in range(0, data.shape[0], batch):
+            x = data[first:first + batch]
+            if x.dtype == torch.uint8:
+                x = x.float().div_(127.5).sub_(1.0)
+            if module.unit_range:
+                x = x.add(1.0).mul_(0.5)
+            out, feat = D(x.to(module.device), partition[first:first + batch], with_features=True)
+            outs.append(out)
+            feats.append(feat)
+    finally:
+        D.train(was_training)
+    return torch.cat(outs), torch.cat(feats)
+
+
+def _judge_generated(module, step: int, n: int = 4096) -> Tensor:
+    """D's outputs on n generated samples (noise of its own, fixed by seed and step)."""
+    from ganrun.samples import generate, noise
+
+    devices = [module.device] if module.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(module.cfg.seed * 100_003 + step + 7)
+        batches = noise(module, n)
+    D = module.D
+    was_training = D.training
+    D.eval()
+    try:
+        outs = []
+        for z, labels in batches:
+            fake = generate(module, z, labels)
+            if module.unit_range:
+                fake = fake.add(1.0).mul_(0.5)
+            outs.append(D(fake, labels))
+    finally:
+        D.train(was_training)
+    return torch.cat(outs)
