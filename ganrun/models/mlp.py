@@ -13,8 +13,8 @@ from ganrun.models.layers import (
     MODELS,
     Discriminator,
     Generator,
-    ModelConfig,
     Maxout,
+    ModelConfig,
     ModelFamily,
     make_activation,
 )
