@@ -24,6 +24,7 @@ from ganrun.data import DATASETS as _DATASETS
 from ganrun.errors import ObjectiveError, UserError, one_of
 from ganrun.losses import LOSSES as _LOSSES
 from ganrun.models import MODELS as _MODELS
+from ganrun.metrics.modes import KL_HISTOGRAMS
 from ganrun.models.layers import ACTIVATIONS, OUT_ACTIVATIONS
 from ganrun.optim import DECAYS
 from ganrun.optim import OPTIMIZERS as _OPTIMIZERS
@@ -81,6 +82,10 @@ class MetricsConfig:
     kid_subsets: int = MISSING
     kid_subset_size: int = MISSING
     class_min_share: float = MISSING
+    modes_threshold: float = MISSING
+    modes_min_count: int | None = MISSING
+    modes_min_share: float = MISSING
+    modes_kl: str = MISSING
     classifier_steps: int = MISSING
     classifier_holdout: float = MISSING
     cache_dir: str = MISSING
@@ -272,6 +277,12 @@ def _check_metrics(cfg: DictConfig) -> None:
                 "kid_subset_size", "classifier_steps"):
         if not metrics[key] > 0:
             raise UserError(f"metrics.{key} must be > 0 (got {metrics[key]})")
+    one_of("metrics.modes_kl", metrics.modes_kl, KL_HISTOGRAMS)
+    if not metrics.modes_threshold > 0:
+        raise UserError(f"metrics.modes_threshold must be > 0 (got {metrics.modes_threshold})")
+    if metrics.modes_min_count is not None and metrics.modes_min_count < 1:
+        raise UserError(f"metrics.modes_min_count must be >= 1 or null (got "
+                        f"{metrics.modes_min_count})")
     if metrics.names and metrics.n_fake <= max(metrics.pr_k, metrics.dc_k):
         raise UserError(f"metrics.n_fake={metrics.n_fake} is too small for k-NN metrics")
 

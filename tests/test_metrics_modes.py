@@ -56,3 +56,28 @@ def test_no_high_quality_sample_gives_infinite_kl():
     far = torch.full((10, 2), 50.0)
     result = mode_metrics(far, mixture_centres(RING), RING.std)
     assert result == {"modes": 0, "high_quality": 0.0, "reverse_kl": math.inf}
+
+
+def test_the_papers_rules_count_differently_on_one_sample_set():
+    """Three modes of the ring: 100 points exactly on mode 0, one on mode 1, and 20
+    points at 2 std from mode 2 (high quality under 3 std, not under DynGAN's 1 std),
+    plus 79 far away (low quality, nearest to mode 4)."""
+    centres = mixture_centres(RING)
+    std = RING.std
+    offset = torch.tensor([2 * std, 0.0], dtype=torch.float64)
+    far = centres[4].double() * 3  # radius 6: low quality, nearest to mode 4
+    points = torch.cat([centres[0].double().repeat(100, 1), centres[1].double().view(1, 2),
+                        (centres[2].double() + offset).repeat(20, 1), far.repeat(79, 1)])
+    n, k = 200, 8
+    # ganrun's default: covered with >= 0.2 * n / k = 5 high-quality points: modes 0, 2.
+    default = mode_metrics(points, centres, std)
+    assert default["modes"] == 2 and default["high_quality"] == 121 / n
+    q = torch.tensor([100, 1, 20], dtype=torch.float64) / 121
+    assert abs(default["reverse_kl"] - float((q * (q * k).log()).sum())) < 1e-12
+    # VEEGAN / PacGAN: >= 1 high-quality sample: modes 0, 1, 2.
+    assert mode_metrics(points, centres, std, min_count=1)["modes"] == 3
+    # DynGAN: within 1 std, >= 1 sample, every sample in the KL histogram (mode 4 gets 79).
+    dyn = mode_metrics(points, centres, std, threshold=1.0, min_count=1, kl="all")
+    assert dyn["modes"] == 2 and dyn["high_quality"] == 101 / n
+    q = torch.tensor([100, 1, 20, 79], dtype=torch.float64) / n
+    assert abs(dyn["reverse_kl"] - float((q * (q * k).log()).sum())) < 1e-12

@@ -84,9 +84,19 @@ class Evaluator:
         return self
 
     @property
+    def mode_rules(self) -> dict:
+        """How the mode metrics count (ganrun.metrics.modes): the paper a preset follows."""
+        cfg = self.cfg
+        return {"threshold": cfg.modes_threshold, "min_count": cfg.modes_min_count,
+                "min_share": cfg.modes_min_share, "kl": cfg.modes_kl}
+
+    @property
     def protocol(self) -> dict:
-        return {"extractor": self.extractor_id, "n_real": self.n_real, "n_fake": self.cfg.n_fake,
-                "split": "train", "dataset": self.dataset.name}
+        out = {"extractor": self.extractor_id, "n_real": self.n_real, "n_fake": self.cfg.n_fake,
+               "split": "train", "dataset": self.dataset.name}
+        if "modes" in self.cfg.names and self.kind == "raw":
+            out["modes"] = self.mode_rules
+        return out
 
     def _real_features(self) -> tuple[dict, bool]:
         """The real side's features (and logits), computed once and cached; the real-only
@@ -181,5 +191,6 @@ class Evaluator:
         if "modes" in names and self.kind == "raw" and self.dataset_cfg is not None:
             from ganrun.data import mixture_centres
 
-            out.update(mode_metrics(f, mixture_centres(self.dataset_cfg), self.dataset_cfg.std))
+            out.update(mode_metrics(f, mixture_centres(self.dataset_cfg), self.dataset_cfg.std,
+                                    **self.mode_rules))
         return out
