@@ -50,6 +50,9 @@ class AdversarialLoss:
     uses_targets = False
     space = "outputs"
     g_uses_real = False  # whether g_loss looks at D's view of the real batch
+    # D's decision boundary, for its accuracy (health diagnostics): an output above it
+    # says "real". None: the midpoint of the batch's mean real and fake outputs (critics).
+    decision: float | None = None
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor,
                real_target: Target | None = None, fake_target: Target | None = None) -> Tensor:
@@ -69,6 +72,7 @@ class MinimaxLoss(AdversarialLoss):
 
     name = "bce"
     uses_targets = True
+    decision = 0.0  # a logit: D(x) = 1/2
 
     def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
         return _bce_d(real_out, fake_out, _or(real_target, 1.0), _or(fake_target, 0.0))
@@ -124,6 +128,7 @@ class LeastSquaresLoss(AdversarialLoss):
     def __init__(self, a: float = 0.0, b: float = 1.0, c: float = 1.0):
         self.a, self.b, self.c = a, b, c
         self.real_target, self.fake_target = b, a
+        self.decision = (a + b) / 2
 
     def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
         real = (real_out - _or(real_target, self.b)).pow(2).mean()
@@ -139,6 +144,7 @@ class HingeLoss(AdversarialLoss):
     """Hinge loss (Lim & Ye 2017; Miyato et al. 2018)."""
 
     name = "hinge"
+    decision = 0.0
 
     def d_loss(self, real_out, fake_out, real_target=None, fake_target=None):
         return torch.relu(1.0 - real_out).mean() + torch.relu(1.0 + fake_out).mean()

@@ -77,6 +77,7 @@ class GANModule(pl.LightningModule):
             f"loss/{r.name}_g" if r.name in both else f"loss/{r.name}"
             for r in self._hooks["g_penalty"]]
         self.stat_sums: Tensor | None = None  # summed on the device since the last log
+        self.probe = None  # set by callbacks.health for a step whose statistics are logged
         self.stat_count = 0
         # D(x) as a probability for the minimax family, the raw critic value otherwise.
         self.probability_outputs = isinstance(self.loss, MinimaxLoss | RelativisticAverageLoss)
@@ -195,7 +196,9 @@ class GANModule(pl.LightningModule):
             real, y_real, fake, y_fake)
         ctx = StepContext(real, fake, real_out, fake_out, self.D, real_feat, fake_feat, y_real)
         penalties = [reg.d_penalty(ctx) for reg in self._hooks["d_penalty"]]
-        self._update(opt_d, d_loss + sum(penalties) if penalties else d_loss)
+        if self.probe is not None:
+            self.probe.record_outputs(real_out, fake_out)
+        self._update(opt_d, d_loss + sum(penalties) if penalties else d_loss, "D")
         for reg in self._hooks["after_d_step"]:
             reg.after_d_step(self.D)
         return d_loss, self._score(real_out).mean(), self._score(fake_out).mean(), penalties
@@ -216,17 +219,19 @@ class GANModule(pl.LightningModule):
                                   if self._g_needs_real else None)
         ctx = StepContext(real, fake, real_out, fake_out, self.D, real_feat, fake_feat, y_real, z)
         penalties = [reg.g_penalty(ctx) for reg in self._hooks["g_penalty"]]
-        self._update(opt_g, g_loss + sum(penalties) if penalties else g_loss)
+        self._update(opt_g, g_loss + sum(penalties) if penalties else g_loss, "G")
         for reg in self._hooks["after_g_step"]:
             reg.after_g_step(self.G)
         return g_loss, penalties
 
-    def _update(self, optimizer, loss: Tensor) -> None:
+    def _update(self, optimizer, loss: Tensor, net: str) -> None:
         optimizer.zero_grad(set_to_none=True)
         if self._direct:
             loss.backward()
         else:
             self.manual_backward(loss)
+        if self.probe is not None:
+            self.probe.record_grads(net, self.G if net == "G" else self.D)
         optimizer.step()
 
     def _stop_requested(self) -> bool:

@@ -138,6 +138,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
 def _outcomes(trainer) -> dict[str, Any]:
     """What the callbacks measured: the last losses and metrics, any roll-backs."""
     from ganrun.callbacks.divergence import DivergenceGuard
+    from ganrun.callbacks.health import HealthMonitor
     from ganrun.callbacks.metrics import Metrics
     from ganrun.callbacks.stats import StepStats
 
@@ -149,6 +150,8 @@ def _outcomes(trainer) -> dict[str, Any]:
             out["metrics"] = callback.last
         elif isinstance(callback, DivergenceGuard) and callback.restores:
             out["restores"] = callback.restores
+        elif isinstance(callback, HealthMonitor):
+            out["health"] = callback.summary()
     return out
 
 

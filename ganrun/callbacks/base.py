@@ -43,12 +43,17 @@ def run_dir(trainer: pl.Trainer) -> Path:
 
 
 def mean_step_stats(trainer: pl.Trainer, module) -> dict[str, float]:
-    """The step statistics averaged since the last log, and over the processes under
-    DDP (a collective, and one host sync)."""
-    means = module.stat_sums / module.stat_count
+    """The step statistics averaged since the last log, with what a probe measured in
+    this step (callbacks.health), and averaged over the processes under DDP: one
+    collective, and one host sync."""
+    names, means = list(module.stat_names), module.stat_sums / module.stat_count
+    if module.probe is not None and module.probe.outputs is not None:
+        measured = module.probe.tensors(module)
+        names += list(measured)
+        means = torch.cat([means, torch.stack(list(measured.values())).to(means)])
     if trainer.world_size > 1:
         means = trainer.strategy.reduce(means, reduce_op="mean")
-    return dict(zip(module.stat_names, means.tolist(), strict=True))
+    return dict(zip(names, means.tolist(), strict=True))
 
 
 def share_buffers(trainer: pl.Trainer, module) -> None:

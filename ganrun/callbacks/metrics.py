@@ -64,7 +64,7 @@ class Metrics(EveryNSteps):
         super().__init__(every)
         self.evaluator = self.state = None
         self.last: dict[str, float] = {}  # the last scores: metrics.json's "metrics"
-        self._measured_at = -1
+        self.measured_at = -1
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """The evaluator (feature extractor, cached real statistics): process 0 builds it
@@ -90,9 +90,9 @@ class Metrics(EveryNSteps):
         return self.evaluator is not None and super().due(module)
 
     def act(self, trainer, module, step: int) -> None:
-        if step == self._measured_at:
+        if step == self.measured_at:
             return
-        self._measured_at = step
+        self.measured_at = step
         started = time.perf_counter()
         share_buffers(trainer, module)
         self.state.to(module.device)
