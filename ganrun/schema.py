@@ -23,8 +23,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from ganrun.data import DATASETS as _DATASETS
 from ganrun.errors import ObjectiveError, UserError, one_of
 from ganrun.losses import LOSSES as _LOSSES
-from ganrun.models import MODELS as _MODELS
 from ganrun.metrics.modes import KL_HISTOGRAMS
+from ganrun.models import MODELS as _MODELS
 from ganrun.models.layers import ACTIVATIONS, OUT_ACTIVATIONS
 from ganrun.optim import DECAYS
 from ganrun.optim import OPTIMIZERS as _OPTIMIZERS

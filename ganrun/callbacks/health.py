@@ -191,7 +191,7 @@ class HealthMonitor(pl.Callback):
                        0.5 * (abs(last["D/real"]) + abs(last["D/fake"]))))
         margins = [m for m, _ in series]
         scale = 1.0 if self.probability else sum(s for _, s in series) / len(series)
-        flips = sum(1 for a, b in zip(margins, margins[1:]) if (a > 0) != (b > 0))
+        flips = sum(1 for a, b in zip(margins, margins[1:], strict=False) if (a > 0) != (b > 0))
         if flips >= 3 and max(margins) - min(margins) >= self.swing * scale:
             self._warn("oscillation", step,
                        f"D's margin (mean score on real minus generated samples) changed sign "
