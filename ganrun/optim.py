@@ -92,7 +92,9 @@ class Adam(Optimizer):
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
             m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
-            new_params.append(p - lr * m_hat / (v_hat.sqrt() + eps))
+            # sqrt's derivative is infinite at 0 (a parameter with no gradient yet, as
+            # maxout's unused pieces): a floor far below eps keeps the value, not the NaN.
+            new_params.append(p - lr * m_hat / (v_hat.clamp(min=1e-30).sqrt() + eps))
             m_new.append(m)
             v_new.append(v)
         return new_params, {"m": m_new, "v": v_new, "step": t}

@@ -597,8 +597,10 @@ class Unrolled(Regularizer):
         current = [p.detach().requires_grad_(True) for p in params]
         for i in range(self.steps):
             loss = objective({**dict(zip(names, current, strict=True)), **buffers})
-            grads = torch.autograd.grad(loss, current, create_graph=True)
-            current, slots = rule.unrolled_step(current, list(grads), slots, group, i)
+            grads = torch.autograd.grad(loss, current, create_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g  # unused by the loss (mmd: the head)
+                     for p, g in zip(current, grads, strict=True)]
+            current, slots = rule.unrolled_step(current, grads, slots, group, i)
         return {**dict(zip(names, current, strict=True)), **buffers}
 
 

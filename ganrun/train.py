@@ -37,7 +37,7 @@ def choices_of(cfg: DictConfig, hydra_choices: dict | None = None) -> dict[str, 
     """Which option of each group this run uses: `{"loss": "wgan_gp", ...}`."""
     choices = {group: str(cfg[group].name) for group in ("dataset", "model", "loss", "optim")}
     choices["regularizer"] = "+".join(sorted(cfg.regularizer)) or "none"
-    for group in ("trainer", "experiment"):
+    for group in ("trainer", "protocol", "method", "experiment"):
         value = (hydra_choices or {}).get(group)
         if value is not None:
             choices[group] = str(value)

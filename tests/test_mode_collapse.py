@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_faults import load_ckpt, read_json
 from torch import nn
 
 from ganrun.dyngan import DynGAN, collapse_probability, weighted_kmeans
@@ -17,7 +18,6 @@ from ganrun.module import GANModule
 from ganrun.schema import validate
 
 from conftest import compose_cfg
-from test_faults import load_ckpt, read_json
 
 
 def ring_with_modes(per_mode: int = 50, std: float = 0.02, seed: int = 0):

@@ -227,9 +227,21 @@ def test_every_experiment_preset_trains(train_fast, option):
              "wgan_gp_paper": ["model.base_channels=8"],
              "sngan_paper": ["model.g_channels=16", "model.d_channels=16"],
              "optimizer_study": ["model=dcgan", "model.base_channels=8", "optim=sgd"],
-             "loss_study": ["loss=mmd"]}[option]
-    result, _ = _trains_without_nan(train_fast, f"experiment={option}", "dataset.image_size=16",
-                                    "dataset.batch_size=16", *small)
+             "loss_study": ["loss=mmd"],
+             # The mode-collapse presets on their protocols, shortened (sizes are the papers').
+             "pacgan_grid": ["method=pacgan4", "dataset.n_samples=2000"],
+             "pacgan_ring": ["method=unrolled", "dataset.n_samples=2000"],
+             "dyngan_synthetic": ["regularizer.dyngan.detect_every=2",
+                                  "regularizer.dyngan.partition_every=4"],
+             "unrolled_ring": ["dataset.n_samples=2000", "dataset.batch_size=64"],
+             "mode_collapse_study": ["method=dyngan", "protocol=pacgan_ring",
+                                     "dataset.n_samples=2000", "regularizer.dyngan.detect_every=2",
+                                     "regularizer.dyngan.partition_every=4"]}[option]
+    points = option in ("pacgan_grid", "pacgan_ring", "dyngan_synthetic", "unrolled_ring",
+                        "mode_collapse_study")
+    sizes = ["dataset.batch_size=16"] if points else ["dataset.image_size=16",
+                                                       "dataset.batch_size=16"]
+    result, _ = _trains_without_nan(train_fast, f"experiment={option}", *sizes, *small)
     assert result["choices"]["experiment"] == option
 
 
@@ -252,6 +264,9 @@ def _sweep_cells(option: str) -> int:
 def test_study_presets_sweep_every_cell_over_three_seeds():
     assert _sweep_cells("optimizer_study") == 2 * 3 * 3
     assert _sweep_cells("loss_study") == len(GROUP_OPTIONS["loss"]) * 3
+    methods = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "method").glob("*.yaml"))
+    assert methods == ["dyngan", "gan", "pacgan2", "pacgan3", "pacgan4", "unrolled", "wgan_gp"]
+    assert _sweep_cells("mode_collapse_study") == 2 * len(methods) * 3
 
 
 def test_conditional_digits_grid_has_one_row_per_class(train_fast):

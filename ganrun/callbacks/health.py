@@ -143,6 +143,29 @@ class HealthMonitor(pl.Callback):
         self._history = {"margin": deque(maxlen=self.window), "peak_g": (0.0, 0),
                          "collapsed_runs": 0, "best_coverage": (0, 0)}
 
+    # --- resumed runs go on where they stopped: the averages, the history, the warnings
+
+    def state_dict(self) -> dict:
+        h = self._history
+        return {"scores": None if self.probe is None else self.probe.scores,
+                "warnings": self.warnings, "last": self.last,
+                "history": {**h, "margin": list(h.get("margin", []))}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = state
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        state = getattr(self, "_restored", None)
+        if state is None or self.probe is None:
+            return
+        scores = state.get("scores")
+        self.probe.scores = None if scores is None else scores.to(pl_module.device)
+        self.warnings, self.last = list(state["warnings"]), dict(state["last"])
+        history = dict(state["history"])
+        history["margin"] = deque(history["margin"], maxlen=self.window)
+        self._history = history
+        self._restored = None
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         """Arm the probe for the coming step when its statistics will be logged."""
         if self.stats is None or self.probe is None:
