@@ -88,8 +88,8 @@ class DynGAN(Regularizer):
     class Config:
         delta: float = MISSING
         ema: float = MISSING
-        detect_every: int = MISSING
-        partition_every: int = MISSING
+        detect_every: int | None = MISSING
+        partition_every: int | None = MISSING
         min_collapsed: float = MISSING
         max_partitions: int = MISSING
         kmeans_iterations: int = MISSING
@@ -100,10 +100,13 @@ class DynGAN(Regularizer):
             raise UserError(f"regularizer.dyngan.delta must be > 0 (got {params.delta})")
         in_unit_interval("dyngan", "ema", params.ema)
         in_unit_interval("dyngan", "min_collapsed", params.min_collapsed)
+        if (params.detect_every is None) != (params.partition_every is None):
+            raise UserError("regularizer.dyngan: set both detect_every and partition_every, or "
+                            "neither (null: 1/60 and 1/10 of train.steps)")
         for key in ("detect_every", "partition_every", "kmeans_iterations"):
-            if params[key] < 1:
+            if params[key] is not None and params[key] < 1:
                 raise UserError(f"regularizer.dyngan.{key} must be >= 1 (got {params[key]})")
-        if params.partition_every % params.detect_every:
+        if params.detect_every is not None and params.partition_every % params.detect_every:
             raise UserError(f"regularizer.dyngan.partition_every={params.partition_every} must "
                             f"be a multiple of detect_every={params.detect_every} (partitions "
                             "are made from a detection)")
@@ -114,10 +117,14 @@ class DynGAN(Regularizer):
             raise UserError("regularizer dyngan conditions G and D on its partitions: it "
                             "cannot be combined with model.conditional=true")
 
-    def __init__(self, delta: float = 0.2, ema: float = 0.1, detect_every: int = 500,
-                 partition_every: int = 3000, min_collapsed: float = 0.01,
-                 max_partitions: int = 30, kmeans_iterations: int = 100):
+    def __init__(self, delta: float = 0.2, ema: float = 0.1, detect_every: int | None = 500,
+                 partition_every: int | None = 3000, min_collapsed: float = 0.01,
+                 max_partitions: int = 30, kmeans_iterations: int = 100,
+                 total_steps: int = 30_000):
         self.delta, self.ema = delta, ema
+        if detect_every is None:  # the authors' schedule, scaled: 500 and 3000 of 30,000
+            detect_every = max(1, total_steps // 60)
+            partition_every = 6 * detect_every
         self.detect_every, self.partition_every = detect_every, partition_every
         self.min_collapsed, self.max_partitions = min_collapsed, max_partitions
         self.kmeans_iterations = kmeans_iterations

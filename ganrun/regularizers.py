@@ -26,6 +26,7 @@ field MISSING: configs/regularizer/<name>.yaml holds the defaults), its traits
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -758,9 +759,10 @@ def build_regularizers(cfg, total_steps: int = 1) -> list[Regularizer]:
     regs = []
     for name, params in cfg.items():
         kwargs = dict(params or {})
-        if name == "instance_noise":
+        cls = REGULARIZERS[name]
+        if "total_steps" in inspect.signature(cls.__init__).parameters:  # schedules
             kwargs["total_steps"] = total_steps
-        regs.append(REGULARIZERS[name](**kwargs))
+        regs.append(cls(**kwargs))
     return sorted(regs, key=lambda r: (r.order, r.name))
 
 
