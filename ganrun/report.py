@@ -5,7 +5,10 @@ seeds, how many diverged, failed or were stopped (interrupted, or killed and so
 still "running"), mean ± std over seeds of every final metric, and images per
 second; then every job with its status. Writes report.md, report.csv and report_<metric>.png
 (the metric against generator steps, one line per configuration, the seed
-spread shaded) into the sweep directory, and prints the table.
+spread shaded) into the sweep directory, and prints the table. The health
+columns (health/collapsed_share, health/grad_norm_g, ...) are the last logged
+values; "health warnings" counts the jobs of each configuration that warned of
+each failure (callbacks.health).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Job:
     finals: dict[str, float]
     images_per_second: float | None
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # health warnings' kinds
 
 
 def _number(value) -> float | None:
@@ -69,9 +73,10 @@ def read_job(path: Path) -> Job | None:
             for name, value in record["metrics"].items():
                 if _number(value) is not None:
                     curves[name].append((record["step"], float(value)))
+    warnings = [w.get("kind", "?") for w in (saved.get("health") or {}).get("warnings", [])]
     return Job(path, config, seed, saved.get("status", "failed"), saved.get("reason"),
-               int(saved.get("g_steps") or 0), {k: float(v) for k, v in finals.items()}, _number(saved.get("images_per_second")),
-               dict(curves))
+               int(saved.get("g_steps") or 0), {k: float(v) for k, v in finals.items()},
+               _number(saved.get("images_per_second")), dict(curves), warnings)
 
 
 def collect(sweep: Path) -> list[Job]:
@@ -86,7 +91,18 @@ def collect(sweep: Path) -> list[Job]:
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
+    if not all(math.isfinite(v) for v in values):  # an infinite reverse KL, say
+        return sum(values) / len(values), math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def health_cell(jobs: list[Job]) -> str:
+    """How many of a configuration's jobs warned of each failure: "mode collapse 2/3"."""
+    kinds = sorted({k for j in jobs for k in j.warnings})
+    if not kinds:
+        return "—"
+    return "; ".join(f"{k.replace('_', ' ')} {sum(k in j.warnings for j in jobs)}/{len(jobs)}"
+                     for k in kinds)
 
 
 def summarise(jobs: list[Job], metric: str) -> tuple[list[dict], list[str]]:
@@ -106,6 +122,7 @@ def summarise(jobs: list[Job], metric: str) -> tuple[list[dict], list[str]]:
             row[name] = _mean_std([j.finals[name] for j in finished if name in j.finals])
         speeds = [j.images_per_second for j in finished if j.images_per_second]
         row["images/s"] = statistics.fmean(speeds) if speeds else math.nan
+        row["health"] = health_cell(group)
         rows.append(row)
     sign = 1 if metric in LOWER_IS_BETTER else -1
 
@@ -124,13 +141,15 @@ def _cell(value: tuple[float, float]) -> str:
 def write_reports(sweep: Path, rows: list[dict], names: list[str], metric: str,
                   jobs: list[Job], columns: list[str] | None = None) -> list[Path]:
     shown = list(columns) if columns else names  # in the order asked; report.csv has all
-    header = ["configuration", "seeds", "diverged", "failed", "stopped", *shown, "images/s"]
+    header = ["configuration", "seeds", "diverged", "failed", "stopped", *shown, "images/s",
+              "health warnings"]
     lines = [f"# Sweep {sweep.name}: {len(rows)} configurations, sorted by {metric} "
              f"({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)", "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         cells = [f"`{row['config']}`", str(row["seeds"]), str(row["diverged"]), str(row["failed"]),
-                 str(row["stopped"]), *(_cell(row[n]) for n in shown), f"{row['images/s']:.0f}"]
+                 str(row["stopped"]), *(_cell(row[n]) for n in shown), f"{row['images/s']:.0f}",
+                 row["health"]]
         lines.append("| " + " | ".join(cells) + " |")
     problems = [j for j in jobs if j.status != "finished"]
     if problems:
@@ -145,10 +164,12 @@ def write_reports(sweep: Path, rows: list[dict], names: list[str], metric: str,
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["config", "seeds", "finished", "diverged", "failed", "stopped",
-                         *(f"{n}_{s}" for n in names for s in ("mean", "std")), "images_per_s"])
+                         *(f"{n}_{s}" for n in names for s in ("mean", "std")), "images_per_s",
+                         "health_warnings"])
         for row in rows:
             writer.writerow([row["config"], row["seeds"], row["finished"], row["diverged"],
-                             row["failed"], row["stopped"], *(v for n in names for v in row[n]), row["images/s"]])
+                             row["failed"], row["stopped"], *(v for n in names for v in row[n]),
+                             row["images/s"], row["health"]])
     written = [md, out]
     plot = plot_curves(sweep, jobs, metric)
     if plot:

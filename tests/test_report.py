@@ -15,7 +15,8 @@ from ganrun.report import report
 from conftest import GANRUN, cli_env
 
 
-def make_job(sweep, num, overrides, status="finished", fid=None, curve=(), ips=1000.0):
+def make_job(sweep, num, overrides, status="finished", fid=None, curve=(), ips=1000.0,
+             health=None):
     name = f"{num}_" + ",".join(o for o in overrides if not o.startswith("seed="))
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
@@ -24,6 +25,11 @@ def make_job(sweep, num, overrides, status="finished", fid=None, curve=(), ips=1
              "losses": {"loss/g": 1.0 + num / 10}, "images_per_second": ips}
     if fid is not None:
         saved["metrics"] = {"fid": fid, "is": 10 - fid / 10}
+    if health is not None:
+        share, kinds = health
+        saved["losses"]["health/collapsed_share"] = share
+        saved["health"] = {"collapsed_share": share,
+                           "warnings": [{"kind": k, "step": 10, "message": "..."} for k in kinds]}
     (job / "metrics.json").write_text(json.dumps(saved))
     with open(job / "metrics.jsonl", "w") as f:
         for step, value in curve:
@@ -64,7 +70,7 @@ def test_report_groups_seeds_and_ranks_configurations(tmp_path):
     report(sweep, "fid", columns=["fid"])  # only these, in this order, in report.md
     header = next(line for line in (sweep / "report.md").read_text().splitlines()
                   if line.startswith("| configuration"))
-    assert header.endswith("| stopped | fid | images/s |")
+    assert header.endswith("| stopped | fid | images/s | health warnings |")
     with open(sweep / "report.csv") as f:
         assert "is_mean" in next(csv.reader(f))  # the CSV keeps every metric
 
@@ -81,3 +87,21 @@ def test_report_command_errors(tmp_path):
     proc = subprocess.run([GANRUN + "-report", str(sweep), "--columns", "fid,nope"],
                           capture_output=True, text=True, env=cli_env())
     assert proc.returncode == 1 and proc.stderr.startswith("ganrun-report: error: --columns nope")
+
+
+def test_report_shows_health_columns_and_counts_warnings(tmp_path):
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["method=gan", "seed=0"], fid=50.0, health=(0.6, ["mode_collapse"]))
+    make_job(sweep, 1, ["method=gan", "seed=1"], fid=40.0,
+             health=(0.2, ["mode_collapse", "oscillation"]))
+    make_job(sweep, 2, ["method=gan", "seed=2"], fid=45.0, health=(0.1, []))
+    make_job(sweep, 3, ["method=dyngan", "seed=0"], fid=30.0, health=(0.0, []))
+    make_job(sweep, 4, ["method=dyngan", "seed=1"], fid=float("inf"), health=(0.0, []))
+    rows, names, _ = report(sweep, "fid", columns=["fid", "health/collapsed_share"])
+    gan = next(r for r in rows if r["config"] == "method=gan")
+    assert gan["health"] == "mode collapse 2/3; oscillation 1/3"
+    assert gan["health/collapsed_share"][0] == pytest.approx(0.3)
+    dyngan = next(r for r in rows if r["config"] == "method=dyngan")
+    assert dyngan["health"] == "—" and dyngan["fid"][0] == float("inf")  # no crash on inf
+    md = (sweep / "report.md").read_text()
+    assert "| mode collapse 2/3; oscillation 1/3 |" in md

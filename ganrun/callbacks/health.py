@@ -232,10 +232,10 @@ class HealthMonitor(pl.Callback):
             self._history["best_coverage"] = best, best_step = covered, step
         if covered <= self.coverage_floor * total or covered <= self.coverage_drop * best:
             what = "modes" if key == "modes" else "classes"
+            best_so_far = f"best {best} at step {best_step}" if best else "none at any evaluation"
             self._warn("mode_collapse", step,
-                       f"the generator covers {covered} of {total} {what} (best {best} at "
-                       f"step {best_step}); try regularizer=[dyngan], [pacgan], [unrolled] "
-                       "or [minibatch_discrimination]")
+                       f"the generator covers {covered} of {total} {what} ({best_so_far}); try "
+                       "regularizer=[dyngan], [pacgan], [unrolled] or [minibatch_discrimination]")
 
     def _warn(self, kind: str, step: int, message: str) -> None:
         if any(w["kind"] == kind for w in self.warnings):
