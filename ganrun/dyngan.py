@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ganrun.errors import UserError
 from ganrun.regularizers import REGULARIZERS, Regularizer, in_unit_interval
+from ganrun.samples import evaluating
 
 log = logging.getLogger("ganrun")
 
@@ -234,11 +235,8 @@ def _judge_all(module, partition: Tensor, batch: int = 4096) -> tuple[Tensor, Te
     """D's outputs and features on every real sample (as training sees it), each with
     its partition, D in eval mode."""
     data = module.real_data()
-    D = module.D
-    was_training = D.training
-    D.eval()
-    try:
-        outs, feats = [], []
+    outs, feats = [], []
+    with evaluating(module.D) as D:
         for first in range(0, data.shape[0], batch):
             x = data[first:first + batch]
             if x.dtype == torch.uint8:
@@ -248,8 +246,6 @@ def _judge_all(module, partition: Tensor, batch: int = 4096) -> tuple[Tensor, Te
             out, feat = D(x.to(module.device), partition[first:first + batch], with_features=True)
             outs.append(out)
             feats.append(feat)
-    finally:
-        D.train(was_training)
     return torch.cat(outs), torch.cat(feats)
 
 
@@ -261,16 +257,11 @@ def _judge_generated(module, step: int, n: int = 4096) -> Tensor:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(module.cfg.seed * 100_003 + step + 7)
         batches = noise(module, n)
-    D = module.D
-    was_training = D.training
-    D.eval()
-    try:
-        outs = []
+    outs = []
+    with evaluating(module.D) as D:
         for z, labels in batches:
             fake = generate(module, z, labels)
             if module.unit_range:
                 fake = fake.add(1.0).mul_(0.5)
             outs.append(D(fake, labels))
-    finally:
-        D.train(was_training)
     return torch.cat(outs)

@@ -100,7 +100,7 @@ class GANModule(pl.LightningModule):
     def sample_labels(self, n: int) -> Tensor | None:
         """Classes of generated samples: uniform, or DynGAN's partitions by their prior."""
         if self.partitioner is not None:
-            return self.partitioner.sample_labels(n)
+            return self.partitioner.sample_labels(n).to(self.device)
         if not self.num_classes:
             return None
         return torch.randint(self.num_classes, (n,), device=self.device)

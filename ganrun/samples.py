@@ -4,6 +4,7 @@ or a scatter of 2-D points over the real data."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +29,24 @@ def sample_latent(n: int, dim: int, kind: str, truncation: float | None = None,
     return z
 
 
+@contextmanager
+def evaluating(net: torch.nn.Module):
+    """`net` in eval mode (batch norm's running statistics, no dropout) for the block,
+    then back in the mode it was in."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 @torch.no_grad()
 def generate(module, z: Tensor, labels: Tensor | None = None) -> Tensor:
     """Samples of a GANModule's generator (the EMA copy if any) in eval mode (batch
     norm uses its running statistics), in [-1, 1] for images whatever G's output."""
-    G = module.sampler
-    was_training = G.training
-    G.eval()
-    try:
+    with evaluating(module.sampler) as G:
         fake = G(z, labels)
-    finally:
-        G.train(was_training)
     return fake.mul(2.0).sub_(1.0) if module.unit_range else fake
 
 

@@ -72,7 +72,7 @@ def load_module(ckpt: Path):
     weights = {k: v for k, v in state["state_dict"].items()
                if k not in ("fixed_noise", "fixed_labels")}  # kept by ganrun <= 0.1
     module.load_state_dict(weights)
-    module.g_steps = saved["g_steps"]
+    module.on_load_checkpoint(state)  # steps, regularizers' state (DynGAN's partitions)
     return module.eval(), cfg
 
 
@@ -100,7 +100,7 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
             picture = point_scatter(fake, image[None]) if module.points else image_grid(image[None], 1)
             save_png(picture, target / f"{i:06d}.png")
     else:
-        nrow = n // module.num_classes if module.num_classes else None
+        nrow = n // module.num_classes if module.num_classes and not module.partitioner else None
         save_png(point_scatter(fake, fake) if module.points else image_grid(fake, nrow), target)
     return target
 

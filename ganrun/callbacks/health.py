@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ganrun.callbacks.metrics import Metrics
 from ganrun.callbacks.stats import StepStats
 from ganrun.dyngan import collapse_probability
+from ganrun.samples import evaluating
 
 log = logging.getLogger("ganrun")
 
@@ -79,12 +80,8 @@ class Probe:
         labels = self.labels
         if module.partitioner is not None:
             labels = module.partitioner.real_labels(self.index.to(module.device))
-        D, was_training = module.D, module.D.training
-        D.eval()
-        try:
+        with evaluating(module.D) as D:
             subset_out = D(self.real, labels)
-        finally:
-            D.train(was_training)
         p = collapse_probability(subset_out, fake_out, module.probability_outputs)
         self.scores = p if self.scores is None else self.scores.lerp_(p, self.ema)
         zero = real_out.new_zeros(())
