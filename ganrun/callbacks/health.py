@@ -111,6 +111,7 @@ class HealthMonitor(pl.Callback):
         self.warnings: list[dict] = []
         self.last: dict[str, float] = {}
         self._history: dict = {}
+        self._restored: dict | None = None  # a checkpoint's state, applied at train start
 
     # --- set-up and arming -------------------------------------------------------------
 
@@ -152,7 +153,7 @@ class HealthMonitor(pl.Callback):
         self._restored = state
 
     def on_train_start(self, trainer, pl_module) -> None:
-        state = getattr(self, "_restored", None)
+        state = self._restored
         if state is None or self.probe is None:
             return
         scores = state.get("scores")
