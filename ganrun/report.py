@@ -63,8 +63,9 @@ def read_job(path: Path) -> Job | None:
     metrics_file = path / "metrics.json"
     saved = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {
         "status": "failed", "reason": "no metrics.json (killed before it was written)"}
-    finals = {k: v for k, v in {**saved.get("losses", {}), **saved.get("metrics", {})}.items()
-              if _number(v) is not None}
+    health = {f"health/{k}": v for k, v in (saved.get("health") or {}).items() if k != "warnings"}
+    finals = {k: v for k, v in {**saved.get("losses", {}), **saved.get("metrics", {}),
+                                **health}.items() if _number(v) is not None}
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     log = path / "metrics.jsonl"
     if log.is_file():

@@ -144,8 +144,9 @@ def _outcomes(trainer) -> dict[str, Any]:
 
     out: dict[str, Any] = {"losses": {}, "metrics": {}}
     for callback in trainer.callbacks:
-        if isinstance(callback, StepStats):
-            out["losses"] = callback.last
+        if isinstance(callback, StepStats):  # the health values: their own section
+            out["losses"] = {k: v for k, v in callback.last.items()
+                             if not k.startswith("health/")}
         elif isinstance(callback, Metrics):
             out["metrics"] = callback.last
         elif isinstance(callback, DivergenceGuard) and callback.restores:

@@ -27,7 +27,6 @@ def make_job(sweep, num, overrides, status="finished", fid=None, curve=(), ips=1
         saved["metrics"] = {"fid": fid, "is": 10 - fid / 10}
     if health is not None:
         share, kinds = health
-        saved["losses"]["health/collapsed_share"] = share
         saved["health"] = {"collapsed_share": share,
                            "warnings": [{"kind": k, "step": 10, "message": "..."} for k in kinds]}
     (job / "metrics.json").write_text(json.dumps(saved))
