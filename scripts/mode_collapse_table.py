@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import statistics
-from collections import defaultdict
 from pathlib import Path
 
 # PacGAN (Lin et al., NeurIPS 2018), Table 1: 10 trials, mean ± standard error, 400 epochs
