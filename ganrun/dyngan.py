@@ -193,6 +193,12 @@ class DynGAN(Regularizer):
         self.prior = counts / counts.sum()
         return True
 
+    def summary(self) -> dict:
+        """metrics.json's `dyngan`: the partitions, their prior and every split."""
+        return {"partitions": self.partitions, "collapsed_share": self.collapsed_share,
+                "prior": [round(p, 6) for p in self.prior[:self.partitions].tolist()],
+                "splits": self.splits}
+
     def state_dict(self) -> dict:
         return {"scores": self.scores, "partition": self.partition, "prior": self.prior,
                 "partitions": self.partitions, "collapsed_share": self.collapsed_share,

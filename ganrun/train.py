@@ -128,6 +128,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
         if module is not None:
             result.update(g_steps=module.g_steps, images_seen=module.images_seen,
                           **_outcomes(trainer))
+            if module.partitioner is not None and module.partitioner.prior is not None:
+                result["dyngan"] = module.partitioner.summary()
         result["wall_seconds"] = round(wall, 3)
         result["images_per_second"] = round(result["images_seen"] / max(wall, 1e-9), 1)
         if primary:

@@ -10,6 +10,12 @@ the share of jobs that warned of mode collapse.
 
     python scripts/mode_collapse_table.py outputs/study/pacgan_grid outputs/study/pacgan_ring \\
         --budgets 1500 3000
+
+The runs behind the README's tables are kept in docs/mode_collapse_study (each job's
+metrics.json, metrics.jsonl, overrides and DynGAN's partitions):
+
+    python scripts/mode_collapse_table.py docs/mode_collapse_study/pacgan_* --budgets 1500 3000
+    python scripts/mode_collapse_table.py docs/mode_collapse_study/dyngan_30k --budgets 15000 30000
 """
 
 from __future__ import annotations
@@ -62,8 +68,12 @@ def read_jobs(sweeps: list[Path]) -> list[dict]:
                     record = json.loads(line)
                     evaluations[record["step"]] = record["metrics"]
             partitions = None
-            ckpt = job / "checkpoints" / "last.ckpt"
-            if saved["choices"].get("method") == "dyngan" and ckpt.is_file():
+            ckpt, kept = job / "checkpoints" / "last.ckpt", job / "dyngan.json"
+            if "dyngan" in saved:  # metrics.json of runs after 2026-11-30
+                partitions = saved["dyngan"]["partitions"]
+            elif kept.is_file():  # docs/mode_collapse_study keeps it beside the metrics
+                partitions = json.loads(kept.read_text())["partitions"]
+            elif saved["choices"].get("method") == "dyngan" and ckpt.is_file():
                 import torch
 
                 state = torch.load(ckpt, map_location="cpu", weights_only=False)

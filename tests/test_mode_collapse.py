@@ -137,6 +137,10 @@ def test_dyngan_partitions_and_prior_survive_checkpoint_and_resume_bit_for_bit(
     for key in ("scores", "partition", "prior"):
         assert torch.equal(sa[key], sb[key]), key
     assert sa["partitions"] == sb["partitions"] and sa["splits"] == sb["splits"]
+    # metrics.json tells the same: partitions, their prior, every split
+    assert whole["dyngan"]["partitions"] == sa["partitions"]
+    assert whole["dyngan"]["splits"] == sa["splits"]
+    assert whole["dyngan"]["prior"] == pytest.approx(sa["prior"][:sa["partitions"]].tolist())
     assert [s["step"] for s in sa["splits"]][-1] > 7  # a split after the cut, too
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     # TensorBoard shows the partitions and the collapsed share.
