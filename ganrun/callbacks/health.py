@@ -118,6 +118,8 @@ class HealthMonitor(pl.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.stats = next((c for c in trainer.callbacks if isinstance(c, StepStats)), None)
         self.metrics = next((c for c in trainer.callbacks if isinstance(c, Metrics)), None)
+        if trainer.datamodule is None:  # fitted on a bare dataloader: nothing to watch
+            return
         dataset = trainer.datamodule.dataset
         generator = torch.Generator().manual_seed(pl_module.cfg.seed)
         n = min(self.subset, len(dataset)) // pl_module.D.pack * pl_module.D.pack
