@@ -39,15 +39,44 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+NON_FINITE = "non_finite"  # beside values written as null: {name: "inf" | "-inf" | "nan"}
+
+
 def _finite(value: Any) -> Any:
-    """JSON has no NaN / Infinity: write them as strings a reader can still parse."""
+    """JSON has no NaN or Infinity (Python writes them, most readers refuse them): a
+    non-finite number in a dict is written as null, and the dict gets
+    `"non_finite": {name: "inf"}` saying what it was. In a list, null alone."""
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        out, why = {}, {}
+        for k, v in value.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                why[k] = str(v)
+            out[k] = _finite(v)
+        if why:
+            out[NON_FINITE] = why
+        return out
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+def restore_non_finite(value: Any) -> Any:
+    """The inverse of what metrics.json / metrics.jsonl do: the nulls a `non_finite`
+    entry explains become float('inf'), float('-inf') or float('nan') again."""
+    if isinstance(value, dict):
+        why = value.get(NON_FINITE) if isinstance(value.get(NON_FINITE), dict) else {}
+        return {k: float(why[k]) if k in why and v is None else restore_non_finite(v)
+                for k, v in value.items() if k != NON_FINITE}
+    if isinstance(value, list):
+        return [restore_non_finite(v) for v in value]
+    return value
+
+
+def read_json(path: Path) -> Any:
+    """A metrics.json, its non-finite values restored."""
+    return restore_non_finite(json.loads(Path(path).read_text()))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from ganrun.outputs import read_json, restore_non_finite
+
 # Lower is better for these; higher for the rest.
 LOWER_IS_BETTER = {"fid", "kid", "class_kl", "reverse_kl", "loss/d", "loss/g"}
 # Jobs that neither finished nor broke: a signal stopped them ("interrupted", with a
@@ -61,7 +63,7 @@ def read_job(path: Path) -> Job | None:
     seed = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "seed"), "0")
     config = ",".join(sorted(o for o in overrides if o.split("=", 1)[0] != "seed")) or "(defaults)"
     metrics_file = path / "metrics.json"
-    saved = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {
+    saved = read_json(metrics_file) if metrics_file.is_file() else {
         "status": "failed", "reason": "no metrics.json (killed before it was written)"}
     health = {f"health/{k}": v for k, v in (saved.get("health") or {}).items() if k != "warnings"}
     finals = {k: v for k, v in {**saved.get("losses", {}), **saved.get("metrics", {}),
@@ -70,7 +72,7 @@ def read_job(path: Path) -> Job | None:
     log = path / "metrics.jsonl"
     if log.is_file():
         for line in log.read_text().splitlines():
-            record = json.loads(line)
+            record = restore_non_finite(json.loads(line))
             for name, value in record["metrics"].items():
                 if _number(value) is not None:
                     curves[name].append((record["step"], float(value)))

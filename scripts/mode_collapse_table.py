@@ -26,6 +26,8 @@ import math
 import statistics
 from pathlib import Path
 
+from ganrun.outputs import read_json, restore_non_finite
+
 # PacGAN (Lin et al., NeurIPS 2018), Table 1: 10 trials, mean ± standard error, 400 epochs
 # of 1,000 iterations; read from the authors' repository (fjxmlzn/PacGAN,
 # synthetic_data_experiments/results/Table1.png). (modes, high quality %, reverse KL)
@@ -60,12 +62,12 @@ def read_jobs(sweeps: list[Path]) -> list[dict]:
     jobs = []
     for sweep in sweeps:
         for job in sorted(p for p in sweep.iterdir() if (p / "metrics.json").is_file()):
-            saved = json.loads((job / "metrics.json").read_text())
+            saved = read_json(job / "metrics.json")
             evaluations = {}
             log = job / "metrics.jsonl"
             if log.is_file():
                 for line in log.read_text().splitlines():
-                    record = json.loads(line)
+                    record = restore_non_finite(json.loads(line))
                     evaluations[record["step"]] = record["metrics"]
             partitions = None
             ckpt, kept = job / "checkpoints" / "last.ckpt", job / "dyngan.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import json
 import statistics
 import subprocess
@@ -104,3 +105,38 @@ def test_report_shows_health_columns_and_counts_warnings(tmp_path):
     assert dyngan["health"] == "—" and dyngan["fid"][0] == float("inf")  # no crash on inf
     md = (sweep / "report.md").read_text()
     assert "| mode collapse 2/3; oscillation 1/3 |" in md
+
+
+def _strict(text: str):
+    """JSON as the standard has it: NaN and Infinity refused."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_values_are_written_as_null_with_the_reason_and_read_back(tmp_path):
+    from ganrun.outputs import read_json, write_json
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"metrics": {"fid": 3.5, "reverse_kl": float("inf")},
+                      "losses": {"loss/d": float("nan")}, "curve": [1.0, float("-inf")]})
+    strict = _strict(path.read_text())  # any JSON reader takes it
+    assert strict["metrics"] == {"fid": 3.5, "reverse_kl": None, "non_finite": {"reverse_kl": "inf"}}
+    assert strict["losses"] == {"loss/d": None, "non_finite": {"loss/d": "nan"}}
+    back = read_json(path)
+    assert back["metrics"] == {"fid": 3.5, "reverse_kl": float("inf")}
+    assert math.isnan(back["losses"]["loss/d"]) and back["curve"][1] is None
+
+
+def test_a_generator_with_no_high_quality_sample_has_an_infinite_reverse_kl_end_to_end(
+        train_fast, tmp_path):
+    result, run_dir = train_fast("dataset=ring8", "train.steps=4", "metrics.every=4",
+                                 "metrics.names=[modes]", "metrics.n_fake=500",
+                                 "+callbacks.collapse._target_=health_helpers.CollapseG",
+                                 "+callbacks.collapse.value=50.0")
+    assert result["metrics"]["reverse_kl"] == float("inf")
+    saved = _strict((run_dir / "metrics.json").read_text())
+    assert saved["metrics"]["reverse_kl"] is None
+    assert saved["metrics"]["non_finite"] == {"reverse_kl": "inf"}
+    line = _strict((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["metrics"]["non_finite"] == {"reverse_kl": "inf"}
