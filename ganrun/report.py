@@ -46,6 +46,7 @@ class Job:
     images_per_second: float | None
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # health warnings' kinds
+    pid: int | None = None  # of a job that says "running"
 
 
 def _number(value) -> float | None:
@@ -79,7 +80,8 @@ def read_job(path: Path) -> Job | None:
     warnings = [w.get("kind", "?") for w in (saved.get("health") or {}).get("warnings", [])]
     return Job(path, config, seed, saved.get("status", "failed"), saved.get("reason"),
                int(saved.get("g_steps") or 0), {k: float(v) for k, v in finals.items()},
-               _number(saved.get("images_per_second")), dict(curves), warnings)
+               _number(saved.get("images_per_second")), dict(curves), warnings,
+               saved.get("pid"))
 
 
 def collect(sweep: Path) -> list[Job]:
@@ -96,7 +98,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
         return math.nan, math.nan
     if not all(math.isfinite(v) for v in values):  # an infinite reverse KL, say
         return sum(values) / len(values), math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    # One seed measures no spread: NaN, not a 0 that would read as a measured one.
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def health_cell(jobs: list[Job]) -> str:
@@ -137,8 +140,22 @@ def summarise(jobs: list[Job], metric: str) -> tuple[list[dict], list[str]]:
 
 
 def _cell(value: tuple[float, float]) -> str:
+    """"mean ± std"; the mean alone for one seed or an infinite value; — for none."""
     mean, std = value
-    return "—" if math.isnan(mean) else f"{mean:.4g} ± {std:.2g}"
+    if math.isnan(mean):
+        return "—"
+    if math.isinf(mean):
+        return "inf" if mean > 0 else "-inf"
+    return f"{mean:.4g}" if math.isnan(std) else f"{mean:.4g} ± {std:.2g}"
+
+
+def _rate(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.0f}"
+
+
+def _status(job: Job) -> str:
+    """A job's status; a running one (or one killed outright) with its pid."""
+    return f"running (pid {job.pid})" if job.status == "running" and job.pid else job.status
 
 
 def write_reports(sweep: Path, rows: list[dict], names: list[str], metric: str,
@@ -151,16 +168,17 @@ def write_reports(sweep: Path, rows: list[dict], names: list[str], metric: str,
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         cells = [f"`{row['config']}`", str(row["seeds"]), str(row["diverged"]), str(row["failed"]),
-                 str(row["stopped"]), *(_cell(row[n]) for n in shown), f"{row['images/s']:.0f}",
+                 str(row["stopped"]), *(_cell(row[n]) for n in shown), _rate(row["images/s"]),
                  row["health"]]
         lines.append("| " + " | ".join(cells) + " |")
     problems = [j for j in jobs if j.status != "finished"]
     if problems:
         lines += ["", "Jobs that did not finish:", ""]
-        lines += [f"- `{j.path.name}`: {j.status}: {j.reason}" for j in problems]
+        lines += [f"- `{j.path.name}`: {_status(j)}" + (f": {j.reason}" if j.reason else "")
+                  for j in problems]
     lines += ["", "Every job:", "", "| job | seed | status | generator steps |",
               "| --- | --- | --- | --- |"]
-    lines += [f"| `{j.path.name}` | {j.seed} | {j.status} | {j.g_steps} |" for j in jobs]
+    lines += [f"| `{j.path.name}` | {j.seed} | {_status(j)} | {j.g_steps} |" for j in jobs]
     md = sweep / "report.md"
     md.write_text("\n".join(lines) + "\n")
     out = sweep / "report.csv"
@@ -212,6 +230,10 @@ def plot_curves(sweep: Path, jobs: list[Job], metric: str) -> Path | None:
     return path
 
 
+class NothingToRank(KeyError):
+    """No job of the sweep finished; report.md still lists every job and why."""
+
+
 def report(sweep: str | Path, metric: str = "fid",
            columns: list[str] | None = None) -> tuple[list[dict], list[str], list[Path]]:
     sweep = Path(sweep).expanduser()
@@ -221,6 +243,10 @@ def report(sweep: str | Path, metric: str = "fid",
     if not jobs:
         raise FileNotFoundError(f"{sweep}: no job directories (with .hydra/overrides.yaml)")
     rows, names = summarise(jobs, metric)
+    if not any(j.status == "finished" for j in jobs):  # nothing to rank: say what each job did
+        write_reports(sweep, rows, [], metric, jobs)
+        raise NothingToRank(f"no job finished, nothing to rank ({len(jobs)} jobs: "
+                            f"{', '.join(sorted({_status(j) for j in jobs}))})")
     if metric not in names:
         raise KeyError(f"metric {metric} not in the jobs' results; available: {', '.join(names)}")
     unknown = sorted(set(columns or []) - set(names))
@@ -248,6 +274,8 @@ def main() -> None:
             metric = "fid" if "fid" in logged else "loss/g"
         rows, names, written = report(args.sweep, metric, columns)
     except (FileNotFoundError, KeyError) as e:
+        if isinstance(e, NothingToRank):  # the job list is still worth reading
+            print((Path(args.sweep) / "report.md").read_text())
         print(f"ganrun-report: error: {str(e).strip(chr(39) + chr(34))}", file=sys.stderr)
         sys.exit(1)
     print((Path(args.sweep) / "report.md").read_text())

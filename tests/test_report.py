@@ -140,3 +140,31 @@ def test_a_generator_with_no_high_quality_sample_has_an_infinite_reverse_kl_end_
     assert saved["metrics"]["non_finite"] == {"reverse_kl": "inf"}
     line = _strict((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["metrics"]["non_finite"] == {"reverse_kl": "inf"}
+
+
+def test_one_seed_shows_no_spread_and_unknown_rates_show_a_dash(tmp_path):
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["loss=bce", "seed=0"], fid=30.0, ips=None)
+    make_job(sweep, 1, ["loss=hinge", "seed=0"], fid=20.0)
+    make_job(sweep, 2, ["loss=hinge", "seed=1"], fid=24.0)
+    rows, _, _ = report(sweep, "fid", columns=["fid"])
+    bce = next(r for r in rows if r["config"] == "loss=bce")
+    assert bce["fid"][0] == 30.0 and math.isnan(bce["fid"][1])
+    md = (sweep / "report.md").read_text()
+    assert "| `loss=bce` | 1 | 0 | 0 | 0 | 30 | — |" in md  # no "± 0", no "nan"
+    assert "| `loss=hinge` | 2 | 0 | 0 | 0 | 22 ± 2.8 | 1000 |" in md
+
+
+def test_a_sweep_where_no_job_finished_still_lists_every_job_and_why(tmp_path):
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["lr=1", "seed=0"], status="diverged")
+    running = make_job(sweep, 1, ["lr=1", "seed=1"], status="running")
+    running["pid"] = 4242
+    next(sweep.glob("1_*")).joinpath("metrics.json").write_text(json.dumps(running))
+    run = subprocess.run([GANRUN.replace("ganrun", "ganrun-report"), str(sweep)],
+                         capture_output=True, text=True, env=cli_env())
+    assert run.returncode == 1
+    assert "no job finished, nothing to rank (2 jobs: diverged, running (pid 4242))" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "| diverged |" in run.stdout and "running (pid 4242)" in run.stdout
+    assert "diverged: loss/d=nan" in run.stdout
