@@ -29,6 +29,10 @@ from ganrun.outputs import read_json, restore_non_finite
 
 # Lower is better for these; higher for the rest.
 LOWER_IS_BETTER = {"fid", "kid", "class_kl", "reverse_kl", "loss/d", "loss/g"}
+# The default ranking metric: the first of these the jobs logged, else loss/g.
+QUALITY = ("fid", "kid", "modes", "classes_covered", "is")
+# Step statistics on each loss's own scale: no ranking across losses by them.
+LOSS_SCALED = {"loss/d", "loss/g", "D/real", "D/fake"}
 # Jobs that neither finished nor broke: a signal stopped them ("interrupted", with a
 # checkpoint to resume from), or they were killed outright and still say "running".
 STOPPED = ("interrupted", "running")
@@ -46,6 +50,7 @@ class Job:
     images_per_second: float | None
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # health warnings' kinds
+    loss: str | None = None  # the loss it trained with (metrics.json's choices)
     pid: int | None = None  # of a job that says "running"
 
 
@@ -81,7 +86,7 @@ def read_job(path: Path) -> Job | None:
     return Job(path, config, seed, saved.get("status", "failed"), saved.get("reason"),
                int(saved.get("g_steps") or 0), {k: float(v) for k, v in finals.items()},
                _number(saved.get("images_per_second")), dict(curves), warnings,
-               saved.get("pid"))
+               pid=saved.get("pid"), loss=(saved.get("choices") or {}).get("loss"))
 
 
 def collect(sweep: Path) -> list[Job]:
@@ -111,8 +116,14 @@ def health_cell(jobs: list[Job]) -> str:
                      for k in kinds)
 
 
+def comparable(jobs: list[Job], metric: str) -> bool:
+    """Whether `metric` can rank these jobs: a loss statistic cannot rank different losses."""
+    return metric not in LOSS_SCALED or len({j.loss for j in jobs}) <= 1
+
+
 def summarise(jobs: list[Job], metric: str) -> tuple[list[dict], list[str]]:
-    """One row per configuration, sorted by `metric` (best first; NaN last)."""
+    """One row per configuration, sorted by `metric` (best first; NaN last); in sweep
+    order when `metric` is on each loss's own scale and the losses differ."""
     by_config: dict[str, list[Job]] = defaultdict(list)
     for job in jobs:
         by_config[job.config].append(job)
@@ -136,7 +147,7 @@ def summarise(jobs: list[Job], metric: str) -> tuple[list[dict], list[str]]:
         value = row.get(metric, (math.nan, math.nan))[0]
         return (math.isnan(value), sign * value if not math.isnan(value) else 0.0)
 
-    return sorted(rows, key=key), names
+    return (sorted(rows, key=key) if comparable(jobs, metric) else rows), names
 
 
 def _cell(value: tuple[float, float]) -> str:
@@ -163,8 +174,13 @@ def write_reports(sweep: Path, rows: list[dict], names: list[str], metric: str,
     shown = list(columns) if columns else names  # in the order asked; report.csv has all
     header = ["configuration", "seeds", "diverged", "failed", "stopped", *shown, "images/s",
               "health warnings"]
-    lines = [f"# Sweep {sweep.name}: {len(rows)} configurations, sorted by {metric} "
-             f"({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)", "",
+    if comparable(jobs, metric):
+        title = (f"sorted by {metric} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} "
+                 "is better)")
+    else:
+        title = (f"not ranked: {metric} is on each loss's own scale and the losses differ; "
+                 "log a quality metric (metrics.names: fid, kid, modes, ...) to rank them")
+    lines = [f"# Sweep {sweep.name}: {len(rows)} configurations, {title}", "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         cells = [f"`{row['config']}`", str(row["seeds"]), str(row["diverged"]), str(row["failed"]),
@@ -260,7 +276,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="ganrun-report", description=__doc__.split("\n")[0])
     parser.add_argument("sweep", help="a multirun directory (outputs/multiruns/<stamp>)")
     parser.add_argument("--metric", default=None,
-                        help="metric to sort and plot by (default: fid when logged, else loss/g)")
+                        help="metric to sort and plot by (default: the first of fid, kid, modes, "
+                             "classes_covered, is logged, else loss/g)")
     parser.add_argument("--columns", default=None,
                         help="metrics shown in report.md, comma-separated (default: all; "
                              "report.csv always has all)")
@@ -271,7 +288,7 @@ def main() -> None:
         if metric is None:
             jobs = collect(Path(args.sweep).expanduser()) if Path(args.sweep).is_dir() else []
             logged = {k for j in jobs for k in j.finals}
-            metric = "fid" if "fid" in logged else "loss/g"
+            metric = next((m for m in QUALITY if m in logged), "loss/g")
         rows, names, written = report(args.sweep, metric, columns)
     except (FileNotFoundError, KeyError) as e:
         if isinstance(e, NothingToRank):  # the job list is still worth reading

@@ -168,3 +168,24 @@ def test_a_sweep_where_no_job_finished_still_lists_every_job_and_why(tmp_path):
     assert "Traceback" not in run.stderr
     assert "| diverged |" in run.stdout and "running (pid 4242)" in run.stdout
     assert "diverged: loss/d=nan" in run.stdout
+
+
+def test_losses_on_their_own_scales_are_listed_unranked_and_the_report_says_why(tmp_path):
+    sweep = tmp_path / "sweep"
+    for num, (loss, value) in enumerate([("wgan", -3.0), ("bce", 0.7), ("hinge", 0.2)]):
+        saved = make_job(sweep, num, [f"loss={loss}", "seed=0"])
+        saved["losses"]["loss/g"], saved["choices"] = value, {"loss": loss}
+        next(sweep.glob(f"{num}_*")).joinpath("metrics.json").write_text(json.dumps(saved))
+    rows, _, _ = report(sweep, "loss/g")
+    assert [r["config"] for r in rows] == ["loss=wgan", "loss=bce", "loss=hinge"]  # sweep order
+    title = (sweep / "report.md").read_text().splitlines()[0]
+    assert "not ranked: loss/g is on each loss's own scale and the losses differ" in title
+    # One loss: loss/g ranks its configurations.
+    same = tmp_path / "same"
+    for num, value in enumerate([0.9, 0.4]):
+        saved = make_job(same, num, [f"optim.lr_g={num}", "seed=0"])
+        saved["losses"]["loss/g"], saved["choices"] = value, {"loss": "nsgan"}
+        next(same.glob(f"{num}_*")).joinpath("metrics.json").write_text(json.dumps(saved))
+    rows, _, _ = report(same, "loss/g")
+    assert [r["config"] for r in rows] == ["optim.lr_g=1", "optim.lr_g=0"]
+    assert "sorted by loss/g (lower is better)" in (same / "report.md").read_text()
