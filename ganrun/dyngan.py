@@ -127,6 +127,15 @@ class DynGAN(Regularizer):
             detect_every = max(1, total_steps // 60)
             partition_every = 6 * detect_every
         self.detect_every, self.partition_every = detect_every, partition_every
+        # Scores start at 0: n detections raise one to at most 1 - (1 - ema)^n.
+        detections = total_steps // detect_every
+        reachable = 1.0 - (1.0 - ema) ** detections
+        if reachable <= 1.0 / (1.0 + delta):
+            log.warning("dyngan: %d detections in train.steps=%d raise a score to at most %.3f, "
+                        "not above 1/(1+delta) = %.3f: no sample can be marked collapsed and "
+                        "DynGAN stays a plain GAN; lower detect_every or set detect_every and "
+                        "partition_every to null (the authors' schedule scaled to the budget)",
+                        detections, total_steps, reachable, 1.0 / (1.0 + delta))
         self.min_collapsed, self.max_partitions = min_collapsed, max_partitions
         self.kmeans_iterations = kmeans_iterations
         self.conditions = max_partitions  # G and D are built conditional on this many

@@ -94,6 +94,18 @@ def test_weighted_kmeans_keeps_covered_samples_and_lets_collapsed_ones_move():
     assert out.tolist() == [0, 0, 1, 1, 1, 1]
 
 
+def test_a_budget_too_short_for_any_detection_is_named(caplog):
+    # Scores start at 0: 6 detections of ema 0.1 reach 1 - 0.9^6 = 0.47 < 1/1.2.
+    with caplog.at_level("WARNING", logger="ganrun"):
+        DynGAN(detect_every=500, partition_every=3000, total_steps=3000)
+    assert "6 detections in train.steps=3000 raise a score to at most 0.469" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ganrun"):
+        DynGAN(detect_every=500, partition_every=3000, total_steps=30000)
+        DynGAN(detect_every=None, partition_every=None, total_steps=3000)  # scaled: 60
+    assert caplog.text == ""
+
+
 def test_collapse_probability_of_a_critic_is_its_rank_among_generated_samples():
     fake = torch.tensor([0.0, 1.0, 2.0, 3.0])
     real = torch.tensor([-1.0, 1.5, 5.0])
@@ -319,10 +331,10 @@ def test_a_generator_collapsed_to_one_class_is_reported_though_its_losses_are_fi
     result, run_dir = train_fast(*HEALTH_RUN, "+callbacks.collapse._target_=health_helpers.CollapseG")
     assert result["status"] == "finished" and result["metrics"]["classes_covered"] == 1
     health = read_json(run_dir / "metrics.json")["health"]
-    kinds = {w["kind"]: w for w in health["warnings"]}
-    assert "mode_collapse" in kinds
-    assert "covers 1 of 10 classes" in kinds["mode_collapse"]["message"]
-    assert kinds["mode_collapse"]["step"] == 20
+    (coverage,) = [w for w in health["warnings"]
+                   if w["kind"] == "mode_collapse" and w.get("evidence") == "coverage"]
+    assert "covers 1 of 10 classes" in coverage["message"]
+    assert coverage["step"] == 40  # low at two evaluations in a row: 20 and 40
 
 
 def test_collapsed_share_rises_when_g_makes_one_point(train_fast):

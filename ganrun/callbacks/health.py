@@ -19,7 +19,8 @@ Read against the run's history, they give one warning line each, once per run
 (the log and metrics.json's `health`): vanishing gradients (D near-perfect while
 G's gradient norm has fallen by `vanish_drop` from its peak), mode collapse
 (modes or classes covered at most `coverage_floor` of all, or `coverage_drop` of
-their best; or the collapsed share above `collapse_warn` at two logs in a row),
+their best, at two evaluations in a row; or the collapsed share above
+`collapse_warn` at two logs in a row),
 oscillation (D's margin, its mean score on real minus generated samples over a
 log interval, changing sign at least three times over the last `window` logs with
 a range of at least `swing`: of the probability for minimax losses, of the mean
@@ -105,6 +106,7 @@ class HealthMonitor(pl.Callback):
         self.swing, self.window = swing, window
         self.probe: Probe | None = None
         self.probability = True
+        self.fixes = ""  # the techniques to suggest, those not already on
         self.stats: StepStats | None = None
         self.metrics: Metrics | None = None
         self.coverage_of: tuple[str, int] | None = None  # (metric, how many there are)
@@ -140,6 +142,12 @@ class HealthMonitor(pl.Callback):
         elif "class_coverage" in names and dataset.num_classes:
             self.coverage_of = ("classes_covered", dataset.num_classes)
         self.probability = pl_module.probability_outputs
+        active = set(pl_module.cfg.regularizer)
+        fixes = [f"[{r}]" for r in ("dyngan", "pacgan", "unrolled", "minibatch_discrimination")
+                 if r not in active]
+        self.fixes = (f"try regularizer={', '.join(fixes[:-1])} or {fixes[-1]}" if len(fixes) > 1
+                      else f"try regularizer={fixes[0]}" if fixes
+                      else "try a longer run or other settings of the active techniques")
         self._history = {"margin": deque(maxlen=self.window), "peak_g": (0.0, 0),
                          "collapsed_runs": 0, "best_coverage": (0, 0)}
 
@@ -205,8 +213,8 @@ class HealthMonitor(pl.Callback):
         if h["collapsed_runs"] >= 2:
             self._warn("mode_collapse", step,
                        f"{100 * share:.0f}% of a fixed set of real samples look collapsed to D "
-                       f"(averaged D(x) > 1/(1+{self.delta:g})): G does not produce them; try "
-                       "regularizer=[dyngan], [pacgan], [unrolled] or [minibatch_discrimination]")
+                       f"(averaged D(x) > 1/(1+{self.delta:g})): G does not produce them; "
+                       f"{self.fixes}", evidence="detector")
         # D's margin, its mean score on real minus generated samples over the interval:
         # it changes sign when G and D take turns winning.
         series = h["margin"]
@@ -230,17 +238,23 @@ class HealthMonitor(pl.Callback):
         best, best_step = self._history["best_coverage"]
         if covered > best:
             self._history["best_coverage"] = best, best_step = covered, step
-        if covered <= self.coverage_floor * total or covered <= self.coverage_drop * best:
+        low = covered <= self.coverage_floor * total or covered <= self.coverage_drop * best
+        # Two evaluations in a row: one early evaluation of a generator still learning
+        # is not yet a collapse.
+        self._history["low_runs"] = self._history.get("low_runs", 0) + 1 if low else 0
+        if self._history["low_runs"] >= 2:
             what = "modes" if key == "modes" else "classes"
             best_so_far = f"best {best} at step {best_step}" if best else "none at any evaluation"
             self._warn("mode_collapse", step,
-                       f"the generator covers {covered} of {total} {what} ({best_so_far}); try "
-                       "regularizer=[dyngan], [pacgan], [unrolled] or [minibatch_discrimination]")
+                       f"the generator covers {covered} of {total} {what} ({best_so_far}); "
+                       f"{self.fixes}", evidence="coverage")
 
-    def _warn(self, kind: str, step: int, message: str) -> None:
-        if any(w["kind"] == kind for w in self.warnings):
+    def _warn(self, kind: str, step: int, message: str, evidence: str = "") -> None:
+        """Once per kind and evidence (mode collapse: the coverage, or the detector)."""
+        if any(w["kind"] == kind and w.get("evidence", "") == evidence for w in self.warnings):
             return
-        self.warnings.append({"kind": kind, "step": step, "message": message})
+        entry = {"kind": kind, "step": step, "message": message}
+        self.warnings.append({**entry, "evidence": evidence} if evidence else entry)
         log.warning("health: %s at generator step %d: %s", kind.replace("_", " "), step, message)
 
     def summary(self) -> dict:
