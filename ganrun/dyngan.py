@@ -253,12 +253,8 @@ def _judge_all(module, partition: Tensor, batch: int = 4096) -> tuple[Tensor, Te
     outs, feats = [], []
     with evaluating(module.D) as D:
         for first in range(0, data.shape[0], batch):
-            x = data[first:first + batch]
-            if x.dtype == torch.uint8:
-                x = x.float().div_(127.5).sub_(1.0)
-            if module.unit_range:
-                x = x.add(1.0).mul_(0.5)
-            out, feat = D(x.to(module.device), partition[first:first + batch], with_features=True)
+            x = module.as_d_input(data[first:first + batch].to(module.device))
+            out, feat = D(x, partition[first:first + batch], with_features=True)
             outs.append(out)
             feats.append(feat)
     return torch.cat(outs), torch.cat(feats)
@@ -275,8 +271,5 @@ def _judge_generated(module, step: int, n: int = 4096) -> Tensor:
     outs = []
     with evaluating(module.D) as D:
         for z, labels in batches:
-            fake = generate(module, z, labels)
-            if module.unit_range:
-                fake = fake.add(1.0).mul_(0.5)
-            outs.append(D(fake, labels))
+            outs.append(D(module.as_d_input(generate(module, z, labels)), labels))
     return torch.cat(outs)

@@ -105,6 +105,13 @@ class GANModule(pl.LightningModule):
             return None
         return torch.randint(self.num_classes, (n,), device=self.device)
 
+    def as_d_input(self, x: Tensor) -> Tensor:
+        """Stored data (uint8, or floats in [-1, 1]) or samples in [-1, 1] as D sees them
+        in training: floats, moved to [0, 1] for a sigmoid generator."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(127.5).sub_(1.0)
+        return x.add(1.0).mul_(0.5) if self.unit_range else x
+
     def real_data(self) -> Tensor:
         """The whole training set, as stored (uint8 images are scaled batch by batch)."""
         return self.trainer.datamodule.dataset.data

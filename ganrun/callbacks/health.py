@@ -126,11 +126,7 @@ class HealthMonitor(pl.Callback):
         generator = torch.Generator().manual_seed(pl_module.cfg.seed)
         n = min(self.subset, len(dataset)) // pl_module.D.pack * pl_module.D.pack
         index = torch.randperm(len(dataset), generator=generator)[:n]
-        real = dataset.data[index].to(pl_module.device)
-        if real.dtype == torch.uint8:
-            real = real.float().div_(127.5).sub_(1.0)
-        if pl_module.unit_range:
-            real = real.add(1.0).mul_(0.5)
+        real = pl_module.as_d_input(dataset.data[index].to(pl_module.device))
         labels = (dataset.labels[index].to(pl_module.device)
                   if pl_module.num_classes and pl_module.partitioner is None else None)
         self.probe = Probe(real, labels, index, self.delta, self.ema)
