@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 import yaml
+from scipy import stats
 
 from ganrun.report import report
 
@@ -17,7 +18,10 @@ from conftest import GANRUN, cli_env
 
 
 def make_job(sweep, num, overrides, status="finished", fid=None, curve=(), ips=1000.0,
-             health=None):
+             health=None, dataset=None, extractor=None, metrics=None):
+    """A job directory as a run leaves it: `metrics` replaces the fid-derived ones;
+    `dataset` goes into metrics.json's choices, `extractor` (with it) into each
+    evaluation of `curve` in metrics.jsonl."""
     name = f"{num}_" + ",".join(o for o in overrides if not o.startswith("seed="))
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
@@ -26,14 +30,19 @@ def make_job(sweep, num, overrides, status="finished", fid=None, curve=(), ips=1
              "losses": {"loss/g": 1.0 + num / 10}, "images_per_second": ips}
     if fid is not None:
         saved["metrics"] = {"fid": fid, "is": 10 - fid / 10}
+    if metrics is not None:
+        saved["metrics"] = metrics
+    if dataset is not None:
+        saved["choices"] = {"dataset": dataset}
     if health is not None:
         share, kinds = health
         saved["health"] = {"collapsed_share": share,
                            "warnings": [{"kind": k, "step": 10, "message": "..."} for k in kinds]}
     (job / "metrics.json").write_text(json.dumps(saved))
+    protocol = {"dataset": dataset, "extractor": extractor} if extractor else {}
     with open(job / "metrics.jsonl", "w") as f:
         for step, value in curve:
-            f.write(json.dumps({"step": step, "metrics": {"fid": value}}) + "\n")
+            f.write(json.dumps({"step": step, **protocol, "metrics": {"fid": value}}) + "\n")
     return saved
 
 
@@ -55,6 +64,8 @@ def test_report_groups_seeds_and_ranks_configurations(tmp_path):
         values = fids[tuple(row["config"].split(","))]
         assert row["fid"][0] == pytest.approx(statistics.mean(values))
         assert row["fid"][1] == pytest.approx(statistics.stdev(values))
+        assert row["fid"].ci95 == pytest.approx(  # two seeds: t with 1 degree of freedom
+            stats.t.ppf(0.975, 1) * statistics.stdev(values) / math.sqrt(2), rel=1e-9)
     bce_sgd = rows[-1]
     assert (bce_sgd["seeds"], bce_sgd["finished"], bce_sgd["diverged"]) == (3, 2, 1)
     with open(sweep / "report.csv") as f:
@@ -62,6 +73,7 @@ def test_report_groups_seeds_and_ranks_configurations(tmp_path):
     assert [r["config"] for r in table] == [r["config"] for r in rows]
     assert float(table[0]["fid_mean"]) == pytest.approx(23.0)
     assert float(table[0]["is_mean"]) == pytest.approx(10 - 2.3)
+    assert float(table[0]["fid_ci95"]) == pytest.approx(rows[0]["fid"].ci95)
     md = (sweep / "report.md").read_text()
     assert "| `loss=hinge,optim=adam` | 2 | 0 | 0 |" in md and "diverged: loss/d=nan" in md
     assert (sweep / "report_fid.png").stat().st_size > 1000 and sweep / "report_fid.png" in written
@@ -70,7 +82,7 @@ def test_report_groups_seeds_and_ranks_configurations(tmp_path):
     report(sweep, "fid", columns=["fid"])  # only these, in this order, in report.md
     header = next(line for line in (sweep / "report.md").read_text().splitlines()
                   if line.startswith("| configuration"))
-    assert header.endswith("| stopped | fid | images/s | health warnings |")
+    assert header.endswith("| stopped | fid | vs next | images/s | health warnings |")
     with open(sweep / "report.csv") as f:
         assert "is_mean" in next(csv.reader(f))  # the CSV keeps every metric
 
@@ -151,8 +163,9 @@ def test_one_seed_shows_no_spread_and_unknown_rates_show_a_dash(tmp_path):
     bce = next(r for r in rows if r["config"] == "loss=bce")
     assert bce["fid"][0] == 30.0 and math.isnan(bce["fid"][1])
     md = (sweep / "report.md").read_text()
-    assert "| `loss=bce` | 1 | 0 | 0 | 0 | 30 | — |" in md  # no "± 0", no "nan"
-    assert "| `loss=hinge` | 2 | 0 | 0 | 0 | 22 ± 2.8 | 1000 |" in md
+    assert "| `loss=bce` | 1 | 0 | 0 | 0 | 30 |  | — |" in md  # no "± 0", no "nan"
+    # 22 ± 12.7 · 2.83 / √2; one seed below it: its lead cannot be tested.
+    assert "| `loss=hinge` | 2 | 0 | 0 | 0 | 22 ± 25 | n.s. (1 seed) | 1000 |" in md
 
 
 def test_a_sweep_where_no_job_finished_still_lists_every_job_and_why(tmp_path):
@@ -178,8 +191,9 @@ def test_losses_on_their_own_scales_are_listed_unranked_and_the_report_says_why(
         next(sweep.glob(f"{num}_*")).joinpath("metrics.json").write_text(json.dumps(saved))
     rows, _, _ = report(sweep, "loss/g")
     assert [r["config"] for r in rows] == ["loss=wgan", "loss=bce", "loss=hinge"]  # sweep order
-    title = (sweep / "report.md").read_text().splitlines()[0]
-    assert "not ranked: loss/g is on each loss's own scale and the losses differ" in title
+    md = (sweep / "report.md").read_text()
+    assert "not ranked: loss/g is on each loss's own scale and the losses differ" in md
+    assert "vs next" not in md
     # One loss: loss/g ranks its configurations.
     same = tmp_path / "same"
     for num, value in enumerate([0.9, 0.4]):
@@ -189,3 +203,134 @@ def test_losses_on_their_own_scales_are_listed_unranked_and_the_report_says_why(
     rows, _, _ = report(same, "loss/g")
     assert [r["config"] for r in rows] == ["optim.lr_g=1", "optim.lr_g=0"]
     assert "sorted by loss/g (lower is better)" in (same / "report.md").read_text()
+
+
+def test_t_quantiles_and_welch_p_values_match_scipy():
+    from ganrun.stats import t_cdf, t_ppf, welch_p
+
+    for dof in (1, 2, 3, 4, 9, 29, 2.5, 200):
+        for q in (0.975, 0.995, 0.9, 0.6, 0.025):
+            assert t_ppf(q, dof) == pytest.approx(stats.t.ppf(q, dof), rel=1e-9, abs=1e-9)
+        for t in (-3.0, -0.4, 0.0, 1.7, 12.0):
+            assert t_cdf(t, dof) == pytest.approx(stats.t.cdf(t, dof), abs=1e-12)
+    pairs = [([33.7, 38.2, 42.7], [31.3, 42.3, 53.3]), ([20.0, 21.0, 22.0], [33.7, 38.2, 42.7]),
+             ([1.0, 2.0], [3.0, 5.0, 9.0, 4.0]), ([0.5, 0.51, 0.49, 0.5], [0.2, 0.9]),
+             ([31.3, 42.3, 53.3], [1000.0, 1050.0, 960.0])]
+    for a, b in pairs:
+        assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue,
+                                              abs=1e-6)
+    assert welch_p([10, 10], [10, 10]) == 1.0  # no spread on either side: scipy's NaN
+
+
+# Seeds of the optimizer study's shape: MLP RMSProp 38.2 (std 4.5) ranked above Adam
+# 42.3 (std 11) by 3 seeds each, a DCGAN clearly ahead of both, SGD far behind.
+STUDY = {"model=dcgan,optim=adam": [20.0, 21.0, 22.0],
+         "model=mlp,optim=rmsprop": [33.7, 38.2, 42.7],
+         "model=mlp,optim=adam": [31.3, 42.3, 53.3],
+         "model=mlp,optim=sgd": [1000.0, 1050.0, 960.0]}
+
+
+def test_cells_are_95_percent_intervals_and_each_lead_is_tested_against_the_next_row(tmp_path):
+    sweep = tmp_path / "sweep"
+    num = 0
+    for config, values in STUDY.items():
+        for seed, fid in enumerate(values):
+            make_job(sweep, num, [*config.split(","), f"seed={seed}"], fid=fid)
+            num += 1
+    rows, _, _ = report(sweep)  # fid by default
+    assert [r["config"] for r in rows] == list(STUDY)
+    md = (sweep / "report.md").read_text()
+    for row, below in zip(rows, [*rows[1:], None], strict=True):
+        values = STUDY[row["config"]]
+        half = stats.t.ppf(0.975, 2) * statistics.stdev(values) / math.sqrt(3)
+        assert row["fid"].ci95 == pytest.approx(half, rel=1e-9)
+        assert f"| {statistics.mean(values):.4g} ± {float(f'{half:.2g}'):g} |" in md
+        if below is not None:
+            p = stats.ttest_ind(values, STUDY[below["config"]], equal_var=False).pvalue
+            assert row["p_next"] == pytest.approx(p, abs=1e-6)
+    assert [r["vs next"] for r in rows] == ["p=0.018", "p=0.6 (n.s.)", "p<0.001", ""]
+    rmsprop = next(line for line in md.splitlines() if "optim=rmsprop" in line)
+    assert "| 38.2 ± 11 |" in rmsprop and "| p=0.6 (n.s.) |" in rmsprop
+    assert "| 1003 ± 110 |" in md  # not 1.1e+02
+    assert "± : 95% confidence interval of the mean over seeds, Student t" in md
+    assert "vs next: Welch's two-sided t-test of this row's fid against the next row's" in md
+    with open(sweep / "report.csv") as f:
+        table = list(csv.DictReader(f))
+    assert float(table[1]["p_vs_next"]) == pytest.approx(rows[1]["p_next"])
+    assert table[-1]["p_vs_next"] == ""
+    # By default the ranking metric and its companions; "all" adds the rest (is, loss/g).
+    header = next(line for line in md.splitlines() if line.startswith("| configuration"))
+    assert "| stopped | fid | vs next | images/s |" in header
+    report(sweep, columns=["all"])
+    header = next(line for line in (sweep / "report.md").read_text().splitlines()
+                  if line.startswith("| configuration"))
+    assert "| stopped | fid | is | loss/g | vs next | images/s |" in header
+
+
+def test_jobs_on_two_datasets_are_ranked_in_two_tables_never_against_each_other(tmp_path):
+    """Interleaved FIDs on digits (its classifier) and on mnist (Inception): ranked as
+    one list, mnist's 30 would sit between digits' 10 and 50."""
+    sweep = tmp_path / "sweep"
+    fids = {("digits", "ganrun-classifier-ab12", "optim=adam"): [10.0, 11.0],
+            ("mnist", "inception-v3-compat", "optim=adam"): [30.0, 31.0],
+            ("digits", "ganrun-classifier-ab12", "optim=sgd"): [50.0, 52.0],
+            ("mnist", "inception-v3-compat", "optim=sgd"): [70.0, 72.0]}
+    num = 0
+    for (dataset, extractor, optim), values in fids.items():
+        for seed, fid in enumerate(values):
+            make_job(sweep, num, [f"dataset={dataset}", optim, f"seed={seed}"], fid=fid,
+                     curve=[(100, fid)], dataset=dataset, extractor=extractor)
+            num += 1
+    # Failed before any evaluation: it still belongs with mnist, by its configuration.
+    make_job(sweep, num, ["dataset=mnist", "optim=sgd", "seed=2"], status="failed",
+             dataset="mnist")
+    rows, _, written = report(sweep, "fid")
+    assert [(r["config"], r["seeds"]) for r in rows] == [
+        ("dataset=digits,optim=adam", 2), ("dataset=digits,optim=sgd", 2),
+        ("dataset=mnist,optim=adam", 2), ("dataset=mnist,optim=sgd", 3)]
+    assert rows[1]["vs next"] == rows[3]["vs next"] == ""  # digits' 50 not tested against 30
+    assert rows[0]["p_next"] == pytest.approx(
+        stats.ttest_ind([10.0, 11.0], [50.0, 52.0], equal_var=False).pvalue, abs=1e-6)
+    md = (sweep / "report.md").read_text()
+    assert md.splitlines()[0].endswith(
+        "4 configurations in 2 groups (dataset, extractor), each ranked on its own")
+    tables = md.split("\nJobs that did not finish:")[0].split("\n## ")[1:]
+    assert len(tables) == 2
+    assert tables[0].startswith("dataset digits, extractor ganrun-classifier-ab12: "
+                                "2 configurations, sorted by fid (lower is better)")
+    assert tables[1].startswith("dataset mnist, extractor inception-v3-compat: 2 configurations")
+    for table, dataset in zip(tables, ("digits", "mnist"), strict=True):
+        configs = [line for line in table.splitlines() if line.startswith("| `")]
+        assert len(configs) == 2 and all(f"dataset={dataset}," in line for line in configs)
+    with open(sweep / "report.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["dataset"], r["extractor"], r["ranked_by"]) for r in table] == [
+        ("digits", "ganrun-classifier-ab12", "fid")] * 2 + [
+        ("mnist", "inception-v3-compat", "fid")] * 2
+    assert sweep / "report_fid.png" in written  # one panel per group
+
+
+def test_each_group_ranks_by_its_own_quality_metric_and_one_dataset_splits_by_extractor(
+        tmp_path):
+    sweep = tmp_path / "sweep"
+    for num, (extractor, fid) in enumerate([("ganrun-classifier-ab12", 5.0),
+                                            ("inception-v3-compat", 40.0)]):
+        make_job(sweep, num, [f"metrics.extractor={extractor}", "seed=0"], fid=fid,
+                 curve=[(100, fid)], dataset="digits", extractor=extractor)
+    make_job(sweep, 2, ["dataset=ring8", "seed=0"], curve=[(100, 0.0)], dataset="ring8",
+             extractor="raw", metrics={"modes": 3, "high_quality": 0.4,
+                                       "reverse_kl": float("inf")})
+    report(sweep)
+    md = (sweep / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert [h.split(":")[0] for h in headings] == [
+        "## dataset digits, extractor ganrun-classifier-ab12",
+        "## dataset digits, extractor inception-v3-compat", "## dataset ring8, extractor raw"]
+    assert headings[2].endswith("sorted by modes (higher is better)")
+    # One configuration: nothing to test its lead against, no "vs next".
+    assert "| stopped | modes | high_quality | reverse_kl | images/s |" in md
+    assert "| 3 | 0.4 | inf | 1000 |" in md  # one seed: no spread; infinite: inf
+    report(sweep, "fid")  # asked for: where it is not logged, the group says so
+    headings = [line for line in (sweep / "report.md").read_text().splitlines()
+                if line.startswith("## ")]
+    assert headings[2].endswith("sorted by modes (higher is better); fid is not logged here")
