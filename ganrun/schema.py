@@ -23,6 +23,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from ganrun.data import DATASETS as _DATASETS
 from ganrun.errors import ObjectiveError, UserError, one_of
 from ganrun.losses import LOSSES as _LOSSES
+from ganrun.metrics.guards import counts
 from ganrun.metrics.modes import KL_HISTOGRAMS
 from ganrun.models import MODELS as _MODELS
 from ganrun.models.layers import ACTIVATIONS, OUT_ACTIVATIONS
@@ -81,6 +82,7 @@ class MetricsConfig:
     dc_k: int = MISSING
     kid_subsets: int = MISSING
     kid_subset_size: int = MISSING
+    is_splits: int = MISSING
     class_min_share: float = MISSING
     modes_threshold: float = MISSING
     modes_min_count: int | None = MISSING
@@ -92,7 +94,7 @@ class MetricsConfig:
 
 
 METRIC_NAMES = ("fid", "kid", "is", "pr", "dc", "class_coverage", "modes")
-EXTRACTORS = ("auto", "classifier", "inception", "raw")
+EXTRACTORS = ("auto", "classifier", "inception", "random_conv", "raw")
 
 
 @dataclass
@@ -239,7 +241,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise UserError(f"sample.truncation must be > 0 or null (got {cfg.sample.truncation})")
     _check_model(cfg)
     _check_loss_and_regularizers(cfg)
-    _check_metrics(cfg)
+    check_metrics(cfg)
 
 
 # What each metric name in metrics.names produces, for optimized_metric.
@@ -251,7 +253,7 @@ METRIC_OUTPUTS = {
 LOSS_OUTPUTS = ("loss/d", "loss/g", "D/real", "D/fake")
 
 
-def _check_metrics(cfg: DictConfig) -> None:
+def check_metrics(cfg: DictConfig) -> None:
     metrics = cfg.metrics
     for name in metrics.names:
         one_of("metrics.names", name, METRIC_NAMES)
@@ -267,14 +269,15 @@ def _check_metrics(cfg: DictConfig) -> None:
     points = cfg.dataset.name in point_datasets()
     if metrics.extractor == "classifier" and cfg.dataset.name not in labelled_datasets():
         raise UserError(f"metrics.extractor=classifier needs class labels; dataset="
-                        f"{cfg.dataset.name} has none (use inception)")
-    if metrics.extractor in ("classifier", "inception") and points:
+                        f"{cfg.dataset.name} has none (use inception, or random_conv offline)")
+    if metrics.extractor in ("classifier", "inception", "random_conv") and points:
         raise UserError(f"metrics.extractor={metrics.extractor} needs images; dataset="
                         f"{cfg.dataset.name} is 2-D points (use raw or auto)")
     if metrics.extractor == "raw" and not points:
-        raise UserError("metrics.extractor=raw is for the 2-D mixtures; use classifier or inception")
+        raise UserError("metrics.extractor=raw is for the 2-D mixtures; use classifier, inception "
+                        "or random_conv")
     for key in ("every", "n_fake", "n_real", "batch_size", "pr_k", "dc_k", "kid_subsets",
-                "kid_subset_size", "classifier_steps"):
+                "kid_subset_size", "is_splits", "classifier_steps"):
         if not metrics[key] > 0:
             raise UserError(f"metrics.{key} must be > 0 (got {metrics[key]})")
     one_of("metrics.modes_kl", metrics.modes_kl, KL_HISTOGRAMS)
@@ -283,8 +286,7 @@ def _check_metrics(cfg: DictConfig) -> None:
     if metrics.modes_min_count is not None and metrics.modes_min_count < 1:
         raise UserError(f"metrics.modes_min_count must be >= 1 or null (got "
                         f"{metrics.modes_min_count})")
-    if metrics.names and metrics.n_fake <= max(metrics.pr_k, metrics.dc_k):
-        raise UserError(f"metrics.n_fake={metrics.n_fake} is too small for k-NN metrics")
+    counts(metrics, metrics.n_fake, None, "generated samples (metrics.n_fake)")
 
 
 def _check_model(cfg: DictConfig) -> None:

@@ -20,7 +20,8 @@ from ganrun.outputs import checkpoint_of
 USAGE_SAMPLE = ("usage: ganrun-sample <run dir or checkpoint> [n=64] [out=PATH] [folder=true] "
                 "[seed=0] [truncation=T]")
 USAGE_EVAL = ("usage: ganrun-eval <run dir or checkpoint> [--images FOLDER] [n_fake=N] "
-              "[n_real=N] [extractor=auto|classifier|inception|raw] [inception_weights=PATH]")
+              "[n_real=N] [names=fid,kid,...] [extractor=auto|classifier|inception|random_conv|raw] "
+              "[inception_weights=PATH]")
 
 
 def _parse(argv: list[str], allowed: dict[str, type], usage: str) -> tuple[str, dict, str | None]:
@@ -76,6 +77,17 @@ def load_module(ckpt: Path):
     return module.eval(), cfg
 
 
+def with_metric_defaults(metrics):
+    """A run's metrics config with the keys added to ganrun since it ran (is_splits,
+    modes_threshold, ...) at their defaults, so older runs can still be evaluated."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(files("ganrun.configs") / "metrics" / "default.yaml")
+    return OmegaConf.merge(defaults, metrics)
+
+
 def _run_dir(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
@@ -109,13 +121,17 @@ def evaluate(path: str, images: str | None = None, **overrides) -> dict:
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
     from ganrun.samples import generate_many
+    from ganrun.schema import METRIC_NAMES, check_metrics
 
     ckpt = checkpoint_of(path)
     module, cfg = load_module(ckpt)
+    cfg.metrics = with_metric_defaults(cfg.metrics)
     for key, value in overrides.items():
         cfg.metrics[key] = value
     if not cfg.metrics.names:
-        cfg.metrics.names = ["fid", "kid", "is", "pr", "dc", "class_coverage", "modes"]
+        cfg.metrics.names = list(METRIC_NAMES)
+    cfg.optimized_metric = None  # nothing is optimized here
+    check_metrics(cfg)  # the options given here, as a training run's
     dataset = load_dataset(cfg.dataset)
     evaluator = Evaluator(cfg.metrics, dataset, cfg.dataset)
     if images:
@@ -129,7 +145,7 @@ def evaluate(path: str, images: str | None = None, **overrides) -> dict:
     else:
         fake = generate_many(module, cfg.metrics.n_fake)
         source = f"{ckpt} (generator step {module.g_steps})"
-    results = evaluator.evaluate(fake)
+    results = evaluator.evaluate(fake, f"images in {images}" if images else "generated samples")
     record = {"source": source, **evaluator.protocol, "n_fake": len(fake), "metrics": results}
     if not images:
         out = _run_dir(ckpt) / "eval.json"
@@ -160,5 +176,16 @@ def sample_main() -> None:
 
 
 def eval_main() -> None:
-    _main(evaluate, sys.argv[1:], {"n_fake": int, "n_real": int, "extractor": str,
-                                   "inception_weights": str}, USAGE_EVAL)
+    _main(evaluate, sys.argv[1:], {"n_fake": int, "n_real": int, "names": names_list,
+                                   "extractor": str, "inception_weights": str}, USAGE_EVAL)
+
+
+def names_list(value: str) -> list[str]:
+    """names=fid,kid: the metrics to compute, checked against metrics.names' choices."""
+    from ganrun.errors import one_of
+    from ganrun.schema import METRIC_NAMES
+
+    names = [n.strip() for n in value.strip("[]").split(",") if n.strip()]
+    for name in names:
+        one_of("names", name, METRIC_NAMES)
+    return names

@@ -53,7 +53,7 @@ def _torch_fidelity(evaluator, fake, name, weights, **kw):
         fid=True, kid=True, isc=True, prc=True, feature_extractor=name,
         feature_extractor_weights_path=weights, save_cpu_ram=True, batch_size=64,
         kid_subsets=evaluator.cfg.kid_subsets,
-        kid_subset_size=min(evaluator.cfg.kid_subset_size, len(fake), evaluator.n_real),
+        kid_subset_size=evaluator.counts.kid_subset_size, isc_splits=evaluator.counts.is_splits,
         prc_neighborhood=evaluator.cfg.pr_k, **kw)
 
 
@@ -80,15 +80,16 @@ def test_classifier_metrics_equal_torch_fidelity():
 
 def test_inception_metrics_equal_torch_fidelity(tmp_path):
     weights = write_random_inception_weights(tmp_path / "inception.pth")
-    dataset, fake = _digits_pair(n_fake=24)
-    dataset.data = dataset.data[:24]
-    cfg, dcfg = metrics_cfg(extractor="inception", inception_weights=str(weights), n_real=24,
-                            kid_subsets=5, kid_subset_size=12, pr_k=3, dc_k=3,
+    dataset, fake = _digits_pair(n_fake=60)
+    dataset.data = dataset.data[:60]
+    cfg, dcfg = metrics_cfg(extractor="inception", inception_weights=str(weights), n_real=60,
+                            kid_subsets=5, kid_subset_size=50, pr_k=3, dc_k=3,
                             names="[fid,kid,is,pr]")
     evaluator = Evaluator(cfg, dataset, dcfg)
     ours = evaluator.evaluate(fake)
+    assert evaluator.counts.is_splits == 1  # 60 samples: one split of >= 50
     theirs = _torch_fidelity(evaluator, fake, INCEPTION_NAME, str(weights),
-                             feature_layer_isc="logits_unbiased", isc_splits=10)
+                             feature_layer_isc="logits_unbiased")
     _assert_equal(ours, theirs)
 
 
@@ -130,6 +131,7 @@ def test_missing_inception_weights_name_both_ways_to_provide_them(monkeypatch, t
     message = str(e.value)
     assert str(tmp_path / "hub" / "checkpoints") in message
     assert "metrics.inception_weights=" in message
+    assert "offline without them: metrics.extractor=random_conv" in message  # and a way on
 
 
 def test_digits_classifier_is_accurate_and_real_digits_score_high():

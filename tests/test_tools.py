@@ -43,10 +43,34 @@ def test_eval_of_a_finished_run_and_of_a_folder(train_fast, tmp_path):
     assert saved == json.loads(json.dumps(record))
     assert record["n_fake"] == 300 and record["n_real"] == 300
     assert {"fid", "kid", "is", "precision", "recall", "classes_covered"} <= set(record["metrics"])
+    assert record["kid_subset_size"] == 300 and record["is_splits"] == 6  # adapted, recorded
     folder = tmp_path / "imgs"
-    sample(str(run_dir), n=40, folder=True, out=str(folder))
+    sample(str(run_dir), n=60, folder=True, out=str(folder))
     on_folder = evaluate(str(run_dir), images=str(folder), n_real=300)
-    assert on_folder["n_fake"] == 40 and on_folder["metrics"]["fid"] > 0
+    assert on_folder["n_fake"] == 60 and on_folder["metrics"]["fid"] > 0
+    assert on_folder["kid_subset_size"] == 60 and on_folder["is_splits"] == 1
+    assert on_folder["adapted"] == [
+        "kid: subsets of 60 samples, not kid_subset_size=1000 (only 60 on one side)",
+        "is: 1 splits, not is_splits=10 (each split keeps at least 50 of 60 samples)"]
+
+
+def test_eval_refuses_too_few_images_naming_the_minimum(train_fast, tmp_path):
+    # Five images gave kid -6390, precision 1, recall 1, is nan: now a refusal, unless the
+    # metrics that need more are left out (class coverage counts and has no minimum).
+    _, run_dir = train_fast()
+    folder = tmp_path / "five"
+    sample(str(run_dir), n=5, folder=True, out=str(folder))
+    with pytest.raises(UserError, match=r"^5 images in .*five are too few: fid, kid, is, pr, "
+                                        r"dc need at least 50; use more samples"):
+        evaluate(str(run_dir), images=str(folder))
+    with pytest.raises(UserError, match="pr needs at least 100"):  # 10 x k for k-NN balls
+        evaluate(str(run_dir), images=str(folder), names=["fid", "pr"], pr_k=10)
+    covered = evaluate(str(run_dir), images=str(folder), names=["class_coverage"])
+    assert set(covered["metrics"]) == {"classes_covered", "class_kl"}
+    proc = subprocess.run([GANRUN + "-eval", str(run_dir), "--images", str(folder)],
+                          capture_output=True, text=True, env=cli_env())
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("ganrun-eval: error: 5 images in")
 
 
 def test_bad_paths_and_options_are_clear(tmp_path):

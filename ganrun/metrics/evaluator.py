@@ -10,36 +10,52 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ganrun.errors import UserError
 from ganrun.metrics import engine
 from ganrun.metrics.extractors import (
     CLASSIFIER_NAME,
+    INCEPTION_FILE,
     INCEPTION_NAME,
+    RANDOM_CONV_NAME,
     ClassifierExtractor,
+    RandomConvExtractor,
     classifier_path,
     fingerprint,
+    inception_weights,
     load_inception,
+    random_conv_size,
+    random_conv_weights,
     save_cached,
     to_uint8_rgb,
     train_classifier,
 )
+from ganrun.metrics.guards import counts
 from ganrun.metrics.modes import mode_metrics
 
 log = logging.getLogger("ganrun")
 
 
 
-def resolve_extractor(name: str, dataset) -> str:
-    """`auto`: raw coordinates for 2-D points, the classifier for labelled images,
-    InceptionV3 otherwise."""
-    if name != "auto":
-        return name
+def resolve_extractor(cfg, dataset) -> str:
+    """`metrics.extractor`, with `auto` resolved: raw coordinates for 2-D points, the
+    classifier for labelled images, InceptionV3 for other images when its weights are
+    at hand (given or in torch hub's cache), else the offline random embedding."""
+    if cfg.extractor != "auto":
+        return cfg.extractor
     if dataset.data.dim() == 2:
         return "raw"
     from ganrun.data import DATASETS
 
     source = DATASETS.get(dataset.name)
-    labelled = source is not None and source.labelled and dataset.labels is not None
-    return "classifier" if labelled else "inception"
+    if source is not None and source.labelled and dataset.labels is not None:
+        return "classifier"
+    if inception_weights(cfg.inception_weights) is not None:
+        return "inception"
+    log.warning("metrics: no InceptionV3 weights (%s in torch hub's cache or "
+                "metrics.inception_weights), so extractor auto uses random_conv, a seeded random "
+                "embedding: its FID/KID/PR are on their own scale, not Inception's",
+                INCEPTION_FILE)
+    return "random_conv"
 
 
 class Evaluator:
@@ -53,9 +69,14 @@ class Evaluator:
         self.dataset_cfg = dataset_cfg
         self.device = torch.device(device)
         self.cache_dir = Path(os.path.expanduser(str(cfg.cache_dir)))
-        self.kind = resolve_extractor(cfg.extractor, dataset)
+        self.kind = resolve_extractor(cfg, dataset)
+        if cfg.names and set(cfg.names) <= set(self.skipped):
+            raise UserError("no metric of metrics.names applies here: " + "; ".join(
+                f"{name} {why}" for name, why in self.skipped.items()))
         self.extractor, self.extractor_id = self._load_extractor()
         self.n_real = min(cfg.n_real, len(dataset))
+        self.warned: set[str] = set()
+        self.counts = self._counts(cfg.n_fake, self.n_real)  # refuses before any training
         self.real, self.real_cache_hit = self._real_features() if with_real else (None, False)
 
     # --- the extractor and the real side, cached ------------------------------------
@@ -65,6 +86,12 @@ class Evaluator:
             return None, "raw"
         if self.kind == "inception":
             return load_inception(self.cfg.inception_weights).to(self.device), INCEPTION_NAME
+        if self.kind == "random_conv":
+            size = random_conv_size(self.dataset.data.shape[-1])
+            path = random_conv_weights(self.cache_dir, size)
+            extractor = RandomConvExtractor(RANDOM_CONV_NAME, ["features"],
+                                            feature_extractor_weights_path=str(path))
+            return extractor.to(self.device), path.stem
         path = classifier_path(self.cache_dir, self.dataset, self.cfg)
         if path.is_file():
             log.info("metrics: classifier from cache %s", path)
@@ -90,12 +117,35 @@ class Evaluator:
         return {"threshold": cfg.modes_threshold, "min_count": cfg.modes_min_count,
                 "min_share": cfg.modes_min_share, "kl": cfg.modes_kl}
 
+    def _counts(self, n_fake: int, n_real: int, fake_name: str = "generated samples"):
+        """The guards' counts (ganrun.metrics.guards); each adaptation warned of once."""
+        out = counts(self.cfg, n_fake, n_real, fake_name,
+                     [name for name in self.cfg.names if name not in self.skipped])
+        for sentence in out.adapted:
+            if sentence not in self.warned:
+                self.warned.add(sentence)
+                log.warning("metrics: %s", sentence)
+        return out
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Metrics asked for that this data or extractor cannot give, and why."""
+        why = {"is": (self.kind in ("raw", "random_conv"),
+                      f"extractor {self.kind} gives no class probabilities"),
+               "class_coverage": (self.kind != "classifier",
+                                  "needs the classifier extractor (labelled images)"),
+               "modes": (self.kind != "raw", "for the 2-D mixtures")}
+        return {name: why[name][1] for name in self.cfg.names if name in why and why[name][0]}
+
     @property
     def protocol(self) -> dict:
+        """The record of how the numbers were measured, written next to them."""
         out = {"extractor": self.extractor_id, "n_real": self.n_real, "n_fake": self.cfg.n_fake,
-               "split": "train", "dataset": self.dataset.name}
+               "split": "train", "dataset": self.dataset.name, **self.counts.record()}
         if "modes" in self.cfg.names and self.kind == "raw":
             out["modes"] = self.mode_rules
+        if self.skipped:
+            out["skipped"] = self.skipped
         return out
 
     def _real_features(self) -> tuple[dict, bool]:
@@ -142,7 +192,7 @@ class Evaluator:
 
     def _kid_key(self, n_fake: int) -> tuple[str, int]:
         """KID's subsets depend on both counts: the cache key of their real terms."""
-        size = engine.kid_size(self.cfg.kid_subset_size, n_fake, self.n_real)
+        size = engine.kid_size(self.counts.kid_subset_size, n_fake, self.n_real)
         return f"kid_n{n_fake}_s{self.cfg.kid_subsets}_m{size}", size
 
     @torch.no_grad()
@@ -150,31 +200,35 @@ class Evaluator:
         """{"features": (N, F)[, "logits": (N, K)]} of samples in [-1, 1] (or 2-D points)."""
         if self.extractor is None:
             return {"features": samples.detach().float().cpu()}
-        feats, logits = [], []
-        for batch in samples.split(self.cfg.batch_size):
-            out = self.extractor(to_uint8_rgb(batch).to(self.device))
-            feats.append(out[0].float().cpu())
-            logits.append(out[1].float().cpu())
-        return {"features": torch.cat(feats), "logits": torch.cat(logits)}
+        outs = [self.extractor(to_uint8_rgb(batch).to(self.device))
+                for batch in samples.split(self.cfg.batch_size)]
+        names = ("features", "logits")[: len(outs[0])]  # the random embedding has no logits
+        return {name: torch.cat([out[i].float().cpu() for out in outs])
+                for i, name in enumerate(names)}
 
     # --- the metrics ------------------------------------------------------------------
 
-    def evaluate(self, fake: Tensor) -> dict[str, float]:
+    def evaluate(self, fake: Tensor, fake_name: str = "generated samples") -> dict[str, float]:
         """Every configured metric of the samples `fake`."""
-        return self.scores(self.features(fake))
+        return self.scores(self.features(fake), fake_name)
 
-    def scores(self, fake_out: dict[str, Tensor]) -> dict[str, float]:
+    def scores(self, fake_out: dict[str, Tensor],
+               fake_name: str = "generated samples") -> dict[str, float]:
         """Every configured metric of generated samples given by their `features`
-        (and `logits`): for 2-D points (extractor raw) the features are the points."""
+        (and `logits`): for 2-D points (extractor raw) the features are the points.
+        Too few samples for a metric: UserError naming its minimum (`fake_name` says
+        what the samples are)."""
         names, cfg = set(self.cfg.names), self.cfg
         f, r = fake_out["features"], self.real["features"]
+        self.counts = self._counts(len(f), len(r), fake_name)
         terms = self._real_terms(len(f))
         out: dict[str, float] = {}
         if "fid" in names:
             out["fid"] = engine.fid(engine.fid_statistics(f), terms["fid_stats"])
         if "kid" in names:
             out["kid"], out["kid_std"] = engine.kid(
-                f, r, cfg.kid_subsets, cfg.kid_subset_size, terms[self._kid_key(len(f))[0]])
+                f, r, cfg.kid_subsets, self.counts.kid_subset_size,
+                terms[self._kid_key(len(f))[0]])
         if "pr" in names:
             out["precision"], out["recall"] = engine.precision_recall(
                 f, r, cfg.pr_k, terms[f"pr_k{cfg.pr_k}"])
@@ -183,7 +237,8 @@ class Evaluator:
                 f, r, cfg.dc_k, terms[f"dc_k{cfg.dc_k}"])
         if "logits" in fake_out:
             if "is" in names:
-                out["is"], out["is_std"] = engine.inception_score(fake_out["logits"])
+                out["is"], out["is_std"] = engine.inception_score(fake_out["logits"],
+                                                                  self.counts.is_splits)
             if "class_coverage" in names and self.kind == "classifier":
                 classes = self.dataset.num_classes
                 out["classes_covered"], out["class_kl"] = engine.class_coverage(

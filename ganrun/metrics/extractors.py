@@ -6,6 +6,9 @@ feature tensors out), so torch-fidelity's own metric code runs on their features
   logits for IS and class coverage. Works offline.
 - `inception`: torch-fidelity's InceptionV3 (the standard FID network); weights from
   the torch hub cache or `metrics.inception_weights`.
+- `random_conv`: a fixed convolutional network with seeded random weights, for
+  unlabelled images offline (Naeem et al. 2020 study randomly initialised networks
+  as embeddings for data far from ImageNet). Its numbers are on its own scale.
 - raw coordinates for the 2-D mixtures (no network).
 """
 
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 CLASSIFIER_NAME = "ganrun-classifier"
 INCEPTION_NAME = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+RANDOM_CONV_NAME = "ganrun-random-conv"
+RANDOM_CONV_SEED = 0
 
 
 def to_uint8_rgb(images: Tensor) -> Tensor:
@@ -130,25 +135,29 @@ def train_classifier(dataset, cfg, path: Path) -> dict:
     return info
 
 
-class ClassifierExtractor(FeatureExtractorBase):
-    """torch-fidelity wrapper of a trained ClassifierNet (weights path required)."""
+def as_network_input(x: Tensor, channels: int, size: int) -> Tensor:
+    """torch-fidelity's uint8 (N, 3, H, W) -> [-1, 1], the first `channels`, `size` pixels."""
+    x = x.float().div(127.5).sub(1.0)[:, :channels]
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > size)
+    return x
+
+
+class SavedNetExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper of one of ganrun's networks, saved as {"spec", "state_dict"}
+    (weights path required)."""
+
+    net_class: type[nn.Module]
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         saved = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
-        self.net = ClassifierNet(**saved["spec"])
+        self.net = self.net_class(**saved["spec"])
         self.net.load_state_dict(saved["state_dict"])
-        self.info = saved["info"]
+        self.info = saved.get("info")
         self.requires_grad_(False)
         self.eval()
-
-    @staticmethod
-    def get_provided_features_list():
-        return "penultimate", "logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits"}.get(metric, "penultimate")
 
     @staticmethod
     def can_be_compiled():
@@ -158,17 +167,101 @@ class ClassifierExtractor(FeatureExtractorBase):
     def get_dummy_input_for_compile():
         return None
 
+
+class ClassifierExtractor(SavedNetExtractor):
+    net_class = ClassifierNet
+
+    @staticmethod
+    def get_provided_features_list():
+        return "penultimate", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits"}.get(metric, "penultimate")
+
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        x = x.float().div(127.5).sub(1.0)[:, : self.net.channels]
-        if x.shape[-1] != self.net.size:
-            x = F.interpolate(x, size=(self.net.size, self.net.size), mode="bilinear",
-                              align_corners=False, antialias=x.shape[-1] > self.net.size)
-        features, logits = self.net(x)
+        features, logits = self.net(as_network_input(x, self.net.channels, self.net.size))
         out = {"penultimate": features, "logits": logits}
         return tuple(out[name] for name in self.features_list)
 
 
 register_feature_extractor(CLASSIFIER_NAME, ClassifierExtractor)
+
+
+# --- the random convolutional embedding ---------------------------------------------
+
+
+class RandomConvNet(nn.Module):
+    """Four blocks of 3x3 convolution, leaky ReLU and 2x2 average pooling (32 to 256
+    channels), then a 2x2 average pool: 1024 features of an image of `size` pixels.
+    He-initialised from a seed, never trained: features spread evenly through the
+    layers, so no one scale dominates."""
+
+    WIDTHS = (32, 64, 128, 256)
+
+    def __init__(self, size: int, seed: int = RANDOM_CONV_SEED):
+        super().__init__()
+        self.size, self.seed = size, seed
+        layers, channels = [], 3
+        for width in self.WIDTHS:
+            layers += [nn.Conv2d(channels, width, 3, 1, 1), nn.LeakyReLU(0.2), nn.AvgPool2d(2)]
+            channels = width
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        generator = torch.Generator().manual_seed(seed)
+        for conv in self.body:
+            if isinstance(conv, nn.Conv2d):
+                fan_in = conv.in_channels * 9
+                gain = (2.0 / (1 + 0.2**2)) ** 0.5
+                with torch.no_grad():
+                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator)
+                                      * gain / fan_in**0.5)
+                    conv.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def spec(self) -> dict:
+        return {"size": self.size, "seed": self.seed}
+
+
+def random_conv_size(image_size: int) -> int:
+    """The embedding's input size: 32 pixels for images up to 32, 64 above."""
+    return 32 if image_size <= 32 else 64
+
+
+def random_conv_path(cache_dir: Path, size: int) -> Path:
+    """Its weights, written once and read from then on: the numbers stay comparable
+    even if a later torch draws random numbers differently."""
+    return Path(cache_dir) / "extractors" / f"random-conv{size}-s{RANDOM_CONV_SEED}.pt"
+
+
+def random_conv_weights(cache_dir: Path, size: int) -> Path:
+    path = random_conv_path(cache_dir, size)
+    if not path.is_file():
+        net = RandomConvNet(size)
+        save_cached({"spec": net.spec(), "state_dict": net.state_dict()}, path)
+        log.info("metrics: random convolutional embedding written to %s", path)
+    return path
+
+
+class RandomConvExtractor(SavedNetExtractor):
+    """Features only: no Inception Score or class coverage from it."""
+
+    net_class = RandomConvNet
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("features",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "features"
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return (self.net(as_network_input(x, 3, self.net.size)),)
+
+
+register_feature_extractor(RANDOM_CONV_NAME, RandomConvExtractor)
 
 
 # --- inception -------------------------------------------------------------------------
@@ -233,5 +326,7 @@ def load_inception(path: str | None):
         raise UserError(
             "metrics.extractor=inception needs the InceptionV3 weights, which could not be "
             f"downloaded ({e.__class__.__name__}). Either put {INCEPTION_FILE} in the torch hub "
-            f"cache ({cache}), or pass metrics.inception_weights=/path/to/{INCEPTION_FILE}"
+            f"cache ({cache}), or pass metrics.inception_weights=/path/to/{INCEPTION_FILE}; "
+            "offline without them: metrics.extractor=random_conv (any images, numbers on its "
+            "own scale), metrics.extractor=classifier (labelled datasets) or metrics=none"
         ) from None
