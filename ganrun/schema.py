@@ -83,6 +83,11 @@ class MetricsConfig:
     kid_subsets: int = MISSING
     kid_subset_size: int = MISSING
     is_splits: int = MISSING
+    ppl_samples: int = MISSING
+    ppl_epsilon: float = MISSING
+    ppl_sampling: str = MISSING
+    ppl_net: str = MISSING
+    lpips_weights: str | None = MISSING
     class_min_share: float = MISSING
     modes_threshold: float = MISSING
     modes_min_count: int | None = MISSING
@@ -93,7 +98,9 @@ class MetricsConfig:
     cache_dir: str = MISSING
 
 
-METRIC_NAMES = ("fid", "kid", "is", "pr", "dc", "class_coverage", "modes")
+METRIC_NAMES = ("fid", "kid", "is", "pr", "dc", "class_coverage", "modes", "ppl")
+PPL_SAMPLINGS = ("end", "full")
+PPL_NETS = ("auto", "lpips", "extractor")
 EXTRACTORS = ("auto", "classifier", "inception", "random_conv", "raw")
 
 
@@ -248,7 +255,7 @@ def _check_values(cfg: DictConfig) -> None:
 METRIC_OUTPUTS = {
     "fid": ("fid",), "kid": ("kid",), "is": ("is",), "pr": ("precision", "recall"),
     "dc": ("density", "coverage"), "class_coverage": ("classes_covered", "class_kl"),
-    "modes": ("modes", "high_quality", "reverse_kl"),
+    "modes": ("modes", "high_quality", "reverse_kl"), "ppl": ("ppl",),
 }
 LOSS_OUTPUTS = ("loss/d", "loss/g", "D/real", "D/fake")
 
@@ -281,6 +288,10 @@ def check_metrics(cfg: DictConfig) -> None:
         if not metrics[key] > 0:
             raise UserError(f"metrics.{key} must be > 0 (got {metrics[key]})")
     one_of("metrics.modes_kl", metrics.modes_kl, KL_HISTOGRAMS)
+    one_of("metrics.ppl_sampling", metrics.ppl_sampling, PPL_SAMPLINGS)
+    one_of("metrics.ppl_net", metrics.ppl_net, PPL_NETS)
+    if not 0 < metrics.ppl_epsilon < 1:
+        raise UserError(f"metrics.ppl_epsilon must be in (0, 1) (got {metrics.ppl_epsilon})")
     if not metrics.modes_threshold > 0:
         raise UserError(f"metrics.modes_threshold must be > 0 (got {metrics.modes_threshold})")
     if metrics.modes_min_count is not None and metrics.modes_min_count < 1:

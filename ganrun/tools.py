@@ -21,7 +21,8 @@ USAGE_SAMPLE = ("usage: ganrun-sample <run dir or checkpoint> [n=64] [out=PATH] 
                 "[seed=0] [truncation=T]")
 USAGE_EVAL = ("usage: ganrun-eval <run dir or checkpoint> [--images FOLDER] [n_fake=N] "
               "[n_real=N] [names=fid,kid,...] [extractor=auto|classifier|inception|random_conv|raw] "
-              "[inception_weights=PATH]")
+              "[inception_weights=PATH] [ppl_samples=N] [ppl_sampling=end|full] "
+              "[ppl_net=auto|lpips|extractor] [lpips_weights=PATH]")
 
 
 def _parse(argv: list[str], allowed: dict[str, type], usage: str) -> tuple[str, dict, str | None]:
@@ -118,6 +119,8 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
 
 
 def evaluate(path: str, images: str | None = None, **overrides) -> dict:
+    import torch
+
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
     from ganrun.samples import generate_many
@@ -128,8 +131,11 @@ def evaluate(path: str, images: str | None = None, **overrides) -> dict:
     cfg.metrics = with_metric_defaults(cfg.metrics)
     for key, value in overrides.items():
         cfg.metrics[key] = value
-    if not cfg.metrics.names:
-        cfg.metrics.names = list(METRIC_NAMES)
+    if not cfg.metrics.names:  # every metric that applies; ppl when asked for (G x 2 x pairs)
+        cfg.metrics.names = [name for name in METRIC_NAMES if name != "ppl"]
+    if images and "ppl" in cfg.metrics.names:
+        raise UserError("ppl needs the generator (latent interpolations), not a folder of "
+                        "images: leave it out of names")
     cfg.optimized_metric = None  # nothing is optimized here
     check_metrics(cfg)  # the options given here, as a training run's
     dataset = load_dataset(cfg.dataset)
@@ -146,6 +152,9 @@ def evaluate(path: str, images: str | None = None, **overrides) -> dict:
         fake = generate_many(module, cfg.metrics.n_fake)
         source = f"{ckpt} (generator step {module.g_steps})"
     results = evaluator.evaluate(fake, f"images in {images}" if images else "generated samples")
+    if evaluator.ppl_distance is not None:
+        torch.manual_seed(1)  # its own latent pairs, apart from the samples'
+        results["ppl"] = evaluator.path_length(module)
     record = {"source": source, **evaluator.protocol, "n_fake": len(fake), "metrics": results}
     if not images:
         out = _run_dir(ckpt) / "eval.json"
@@ -177,7 +186,9 @@ def sample_main() -> None:
 
 def eval_main() -> None:
     _main(evaluate, sys.argv[1:], {"n_fake": int, "n_real": int, "names": names_list,
-                                   "extractor": str, "inception_weights": str}, USAGE_EVAL)
+                                   "extractor": str, "inception_weights": str,
+                                   "ppl_samples": int, "ppl_sampling": str, "ppl_net": str,
+                                   "lpips_weights": str}, USAGE_EVAL)
 
 
 def names_list(value: str) -> list[str]:

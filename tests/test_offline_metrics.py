@@ -153,8 +153,8 @@ def test_guards_refuse_below_the_minimum_and_adapt_above_it():
 
 @pytest.mark.parametrize("override,message", [
     ("metrics.n_fake=30", "30 generated samples (metrics.n_fake) are too few: fid, kid, is, pr, "
-                          "dc need at least 50; use more samples or leave them out of "
-                          "metrics.names"),
+                          "dc need at least 50; use more samples or leave them out "
+                          "(metrics.names; ganrun-eval names=)"),
     ("metrics.kid_subset_size=20", "metrics.kid_subset_size=20: KID needs subsets of at least 50 samples"),
     ("metrics.is_splits=0", "metrics.is_splits must be > 0 (got 0)"),
 ])

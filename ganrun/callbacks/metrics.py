@@ -22,6 +22,7 @@ from ganrun.samples import noise as sample_noise
 log = logging.getLogger("ganrun")
 
 BATCH = 500  # samples generated at a time
+PPL_STREAM = 7919  # PPL's latent pairs: a stream of their own, apart from the samples'
 
 
 def evaluation_seed(seed: int, step: int) -> int:
@@ -56,6 +57,10 @@ def measure(module, evaluator, state: GeneratedFeatures, n: int, seed: int, step
         state.update(first, evaluator.features(fake))
     results = state.compute()
     state.reset()
+    if rank == 0 and evaluator.ppl_distance is not None:  # process 0 alone: few samples
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(evaluation_seed(seed, step) + PPL_STREAM)
+            results["ppl"] = evaluator.path_length(module)
     return results
 
 

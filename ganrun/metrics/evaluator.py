@@ -31,6 +31,16 @@ from ganrun.metrics.extractors import (
 )
 from ganrun.metrics.guards import counts
 from ganrun.metrics.modes import mode_metrics
+from ganrun.metrics.ppl import (
+    LOWER,
+    UPPER,
+    FeatureDistance,
+    load_lpips,
+    missing_vgg16,
+    perceptual_path_length,
+    resolve_ppl_net,
+    vgg16_weights,
+)
 
 log = logging.getLogger("ganrun")
 
@@ -74,6 +84,8 @@ class Evaluator:
             raise UserError("no metric of metrics.names applies here: " + "; ".join(
                 f"{name} {why}" for name, why in self.skipped.items()))
         self.extractor, self.extractor_id = self._load_extractor()
+        self.ppl_distance, self.ppl_net = (self._ppl_distance() if "ppl" in cfg.names
+                                           else (None, None))
         self.n_real = min(cfg.n_real, len(dataset))
         self.warned: set[str] = set()
         self.counts = self._counts(cfg.n_fake, self.n_real)  # refuses before any training
@@ -87,11 +99,7 @@ class Evaluator:
         if self.kind == "inception":
             return load_inception(self.cfg.inception_weights).to(self.device), INCEPTION_NAME
         if self.kind == "random_conv":
-            size = random_conv_size(self.dataset.data.shape[-1])
-            path = random_conv_weights(self.cache_dir, size)
-            extractor = RandomConvExtractor(RANDOM_CONV_NAME, ["features"],
-                                            feature_extractor_weights_path=str(path))
-            return extractor.to(self.device), path.stem
+            return self._random_conv()
         path = classifier_path(self.cache_dir, self.dataset, self.cfg)
         if path.is_file():
             log.info("metrics: classifier from cache %s", path)
@@ -104,8 +112,38 @@ class Evaluator:
                                         feature_extractor_weights_path=str(path))
         return extractor.to(self.device), path.stem
 
+    def _random_conv(self) -> tuple[RandomConvExtractor, str]:
+        path = random_conv_weights(self.cache_dir, random_conv_size(self.dataset.data.shape[-1]))
+        extractor = RandomConvExtractor(RANDOM_CONV_NAME, ["features"],
+                                        feature_extractor_weights_path=str(path))
+        return extractor.to(self.device), path.stem
+
+    def _ppl_distance(self) -> tuple[torch.nn.Module, str]:
+        """PPL's image distance and its name: LPIPS-VGG16, or the squared distance of
+        features of this extractor (InceptionV3 in torch-fidelity takes only uint8
+        images, too coarse for a step of 1e-4: the random embedding stands in)."""
+        cfg = self.cfg
+        if resolve_ppl_net(cfg.ppl_net, cfg.lpips_weights) == "lpips":
+            weights = vgg16_weights(cfg.lpips_weights)
+            if weights is None:
+                raise missing_vgg16()
+            return load_lpips(weights).to(self.device), "lpips-vgg16"
+        if self.kind == "raw":
+            return FeatureDistance(torch.nn.Identity()), "raw"
+        extractor, name = (self._random_conv() if self.kind == "inception"
+                           else (self.extractor, self.extractor_id))
+        return FeatureDistance(extractor.embed), name
+
+    def path_length(self, module) -> float:
+        """PPL of the module's generator, from the global random stream (seed it)."""
+        distance = self.ppl_distance.to(module.device)
+        return perceptual_path_length(module, distance, self.cfg.ppl_samples,
+                                      self.cfg.ppl_epsilon, self.cfg.ppl_sampling)
+
     def to(self, device) -> Evaluator:
         self.device = torch.device(device)
+        if self.ppl_distance is not None:
+            self.ppl_distance.to(self.device)
         if self.extractor is not None:
             self.extractor.to(self.device)
         return self
@@ -144,6 +182,11 @@ class Evaluator:
                "split": "train", "dataset": self.dataset.name, **self.counts.record()}
         if "modes" in self.cfg.names and self.kind == "raw":
             out["modes"] = self.mode_rules
+        if self.ppl_net is not None:
+            cfg = self.cfg
+            out["ppl"] = {"net": self.ppl_net, "samples": cfg.ppl_samples,
+                          "epsilon": cfg.ppl_epsilon, "sampling": cfg.ppl_sampling,
+                          "trimmed": [LOWER, UPPER]}
         if self.skipped:
             out["skipped"] = self.skipped
         return out

@@ -135,13 +135,17 @@ def train_classifier(dataset, cfg, path: Path) -> dict:
     return info
 
 
-def as_network_input(x: Tensor, channels: int, size: int) -> Tensor:
-    """torch-fidelity's uint8 (N, 3, H, W) -> [-1, 1], the first `channels`, `size` pixels."""
-    x = x.float().div(127.5).sub(1.0)[:, :channels]
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > size)
-    return x
+def resized(x: Tensor, size: int) -> Tensor:
+    """Square images at `size` pixels (bilinear, antialiased when shrinking)."""
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=x.shape[-1] > size)
+
+
+def from_uint8(x: Tensor) -> Tensor:
+    """torch-fidelity's uint8 (N, 3, H, W) -> floats in [-1, 1]."""
+    return x.float().div(127.5).sub(1.0)
 
 
 class SavedNetExtractor(FeatureExtractorBase):
@@ -180,9 +184,13 @@ class ClassifierExtractor(SavedNetExtractor):
         return {"isc": "logits"}.get(metric, "penultimate")
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        features, logits = self.net(as_network_input(x, self.net.channels, self.net.size))
+        features, logits = self.net(resized(from_uint8(x)[:, : self.net.channels], self.net.size))
         out = {"penultimate": features, "logits": logits}
         return tuple(out[name] for name in self.features_list)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The features of images in [-1, 1] as floats (no rounding to uint8)."""
+        return self.net(resized(x, self.net.size))[0]
 
 
 register_feature_extractor(CLASSIFIER_NAME, ClassifierExtractor)
@@ -258,7 +266,11 @@ class RandomConvExtractor(SavedNetExtractor):
         return "features"
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        return (self.net(as_network_input(x, 3, self.net.size)),)
+        return (self.net(resized(from_uint8(x), self.net.size)),)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The features of images in [-1, 1] as floats (no rounding to uint8)."""
+        return self.net(resized(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x, self.net.size))
 
 
 register_feature_extractor(RANDOM_CONV_NAME, RandomConvExtractor)

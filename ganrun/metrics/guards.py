@@ -18,6 +18,7 @@ from ganrun.errors import UserError
 
 MIN_SAMPLES = 50
 KNN_PER_K = 10
+PPL_MIN_PAIRS = 100
 # The sides each metric reads: generated ("fake") and real.
 SIDES = {"fid": ("fake", "real"), "kid": ("fake", "real"), "pr": ("fake", "real"),
          "dc": ("fake", "real"), "is": ("fake",)}
@@ -53,6 +54,9 @@ def counts(cfg, n_fake: int, n_real: int | None, fake_name: str = "generated sam
     if "kid" in names and cfg.kid_subset_size < MIN_SAMPLES:
         raise UserError(f"metrics.kid_subset_size={cfg.kid_subset_size}: KID needs subsets of "
                         f"at least {MIN_SAMPLES} samples")
+    if "ppl" in names and cfg.ppl_samples < PPL_MIN_PAIRS:
+        raise UserError(f"metrics.ppl_samples={cfg.ppl_samples}: ppl needs at least "
+                        f"{PPL_MIN_PAIRS} latent pairs (its 1%/99% trimming)")
     for side, n, noun in (("fake", n_fake, fake_name), ("real", n_real, "real samples")):
         short: dict[int, list[str]] = {}
         for name in names:
@@ -62,7 +66,7 @@ def counts(cfg, n_fake: int, n_real: int | None, fake_name: str = "generated sam
             needs = "; ".join(f"{', '.join(group)} need{'s' * (len(group) == 1)} at least {m}"
                               for m, group in sorted(short.items()))
             raise UserError(f"{n} {noun} are too few: {needs}; use more samples or leave "
-                            "them out of metrics.names")
+                            "them out (metrics.names; ganrun-eval names=)")
     out = Counts(cfg.kid_subset_size, cfg.is_splits)
     available = min(n for n in (n_fake, n_real) if n is not None)
     if "kid" in names and available < cfg.kid_subset_size:
