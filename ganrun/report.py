@@ -42,8 +42,8 @@ LOWER_IS_BETTER = {"fid", "kid", "class_kl", "reverse_kl", "ppl", "loss/d", "los
 QUALITY = ("fid", "kid", "modes", "classes_covered", "is")
 # What report.md shows beside each ranking metric by default (--columns all: everything).
 COMPANIONS = {
-    "fid": ("kid", "precision", "recall"),
-    "kid": ("fid", "precision", "recall"),
+    "fid": ("kid", "precision", "recall", "ppl"),
+    "kid": ("fid", "precision", "recall", "ppl"),
     "modes": ("high_quality", "reverse_kl"),
     "classes_covered": ("class_kl",),
     "is": ("is_std", "classes_covered"),

@@ -18,7 +18,7 @@ Each timing is the median of --repeats runs, interleaved. Prints one line per ra
 `RATIO <extractor>_standalone_over_ours <value>` (>= 1: ours is no slower) and
 `RATIO <extractor>_<first>_over_cached <value>` (target >= 2).
 
-    python scripts/bench_metrics.py                       # classifier (digits) and inception
+    python scripts/bench_metrics.py        # classifier (digits), inception, random_conv
     python scripts/bench_metrics.py --extractors inception --n 100 --n-real 100
 
 The inception run uses torch-fidelity's InceptionV3 with the real weights when they
@@ -42,11 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ganrun.data import load_dataset  # noqa: E402
 from ganrun.metrics.evaluator import Evaluator  # noqa: E402
+from ganrun.tools import with_metric_defaults  # noqa: E402
 from ganrun.metrics.extractors import (  # noqa: E402
     CLASSIFIER_NAME,
     INCEPTION_NAME,
+    RANDOM_CONV_NAME,
     UInt8Images,
     inception_weights,
+    random_conv_path,
     to_uint8_rgb,
     write_random_inception_weights,
 )
@@ -71,12 +74,12 @@ def bench(extractor: str, n: int, n_real: int, repeats: int, workdir: Path) -> d
         weights = inception_weights(None) or str(write_random_inception_weights(
             workdir / "inception.pth"))
     cache = workdir / f"cache-{extractor}"
-    cfg = OmegaConf.create({
-        "names": ["fid", "kid", "is", "pr"], "n_fake": n, "n_real": n_real, "extractor": extractor,
-        "inception_weights": weights, "batch_size": 100, "dc_k": 5, "class_min_share": 0.2,
-        "classifier_steps": 400, "classifier_holdout": 0.2, "cache_dir": str(cache),
-        "kid_subsets": METRICS["kid_subsets"], "kid_subset_size": min(n, n_real, 1000),
-        "pr_k": METRICS["pr_k"]})
+    with_is = extractor != "random_conv"  # the random embedding has no class probabilities
+    cfg = with_metric_defaults(OmegaConf.create({
+        "names": ["fid", "kid", "is", "pr"] if with_is else ["fid", "kid", "pr"], "n_fake": n,
+        "n_real": n_real, "extractor": extractor, "inception_weights": weights,
+        "batch_size": 100, "cache_dir": str(cache), "kid_subsets": METRICS["kid_subsets"],
+        "kid_subset_size": min(n, n_real, 1000), "pr_k": METRICS["pr_k"]}))
     Evaluator(cfg, dataset)  # trains / loads the classifier once, outside the timings
     stats_dir = cache / "stats"
 
@@ -95,21 +98,23 @@ def bench(extractor: str, n: int, n_real: int, repeats: int, workdir: Path) -> d
         Evaluator(cfg, dataset).evaluate(fake)
 
     probe = Evaluator(cfg, dataset)
-    name = CLASSIFIER_NAME if extractor == "classifier" else INCEPTION_NAME
-    path = str(probe.classifier_path) if extractor == "classifier" else weights
+    name, path = {"classifier": (CLASSIFIER_NAME, str(getattr(probe, "classifier_path", ""))),
+                  "inception": (INCEPTION_NAME, weights),
+                  "random_conv": (RANDOM_CONV_NAME, str(random_conv_path(cache, 32)))}[extractor]
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
     real = dataset.data[order[: probe.n_real]]
-    layers = ({"feature_layer_fid": "penultimate", "feature_layer_kid": "penultimate",
-               "feature_layer_prc": "penultimate", "feature_layer_isc": "logits"}
-              if extractor == "classifier" else {"feature_layer_isc": "logits_unbiased"})
+    layers = {"classifier": {"feature_layer_fid": "penultimate", "feature_layer_kid": "penultimate",
+                             "feature_layer_prc": "penultimate", "feature_layer_isc": "logits"},
+              "inception": {"feature_layer_isc": "logits_unbiased"},
+              "random_conv": {}}[extractor]
 
     def standalone():
         torch_fidelity.calculate_metrics(
             input1=UInt8Images(to_uint8_rgb(fake)), input2=UInt8Images(to_uint8_rgb(real)), cuda=False,
-            verbose=False, fid=True, kid=True, isc=True, prc=True, feature_extractor=name,
+            verbose=False, fid=True, kid=True, isc=with_is, prc=True, feature_extractor=name,
             feature_extractor_weights_path=path, batch_size=100, save_cpu_ram=True,
             kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
-            prc_neighborhood=cfg.pr_k, **layers)
+            isc_splits=probe.counts.is_splits, prc_neighborhood=cfg.pr_k, **layers)
 
     runs = {"standalone": standalone, "first": ours_first, "cached": ours_cached}
     if extractor == "classifier":
@@ -123,8 +128,9 @@ def bench(extractor: str, n: int, n_real: int, repeats: int, workdir: Path) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--extractors", nargs="+", default=["classifier", "inception"],
-                        choices=["classifier", "inception"])
+    parser.add_argument("--extractors", nargs="+",
+                        default=["classifier", "inception", "random_conv"],
+                        choices=["classifier", "inception", "random_conv"])
     parser.add_argument("--n", type=int, default=None,
                         help="generated samples (default: 2000 classifier, 50 inception)")
     parser.add_argument("--n-real", type=int, default=None,
@@ -135,8 +141,8 @@ def main() -> None:
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         for extractor in args.extractors:
-            n = args.n or (2000 if extractor == "classifier" else 50)
-            n_real = args.n_real or (2000 if extractor == "classifier" else 5 * n)
+            n = args.n or (50 if extractor == "inception" else 2000)
+            n_real = args.n_real or (5 * n if extractor == "inception" else 2000)
             t = bench(extractor, n, n_real, args.repeats, Path(tmp))
             cold = f", ours cold {t['cold']:.2f} s" if "cold" in t else ""
             print(f"{extractor} ({n} generated vs {t['n_real']} real, median of "
