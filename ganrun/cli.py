@@ -19,13 +19,20 @@ from ganrun.errors import DivergedError, Interrupted, ObjectiveError, UserError
 
 log = logging.getLogger("ganrun")
 
+TRACEBACKS = "GANRUN_TRACEBACKS"  # "1": the user asked for tracebacks (HYDRA_FULL_ERROR=1)
 _UNSAFE = re.compile(r"[^A-Za-z0-9=,.+_\-\[\]@:]")
 _MAX_NAME = 120
 
 
-def safe_name(override_dirname: str) -> str:
-    """A sweep job's directory name from its overrides: no `/` or other unsafe
-    characters, and long names cut with a hash so two never collide."""
+def safe_name(override_dirname: str, overrides=None, sweep_dir: str | None = None) -> str:
+    """A sweep job's directory name from its overrides: given the job's overrides and
+    its sweep's directory, only those that tell it apart from the other jobs (seed
+    among them), floats cut to 4 significant digits (ganrun.outputs.job_dirname); no
+    `/` or other unsafe characters, and long names cut with a hash so two never collide."""
+    if overrides is not None:
+        from ganrun.outputs import job_dirname
+
+        override_dirname = job_dirname(list(overrides), sweep_dir) or override_dirname
     name = _UNSAFE.sub("_", override_dirname) or "default"
     if len(name) > _MAX_NAME:
         digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:8]
@@ -41,9 +48,11 @@ def _train(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from ganrun.commandline import quiet_libraries
     from ganrun.outputs import METRICS_FILE, write_json
     from ganrun.schema import validate
 
+    quiet_libraries()
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -62,7 +71,7 @@ def _train(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg, run_dir=run_dir, hydra_choices=dict(hydra_cfg.runtime.choices))
     except Interrupted as e:  # metrics.json says interrupted
-        resume = (f"\nganrun: resume with: ganrun <the same options> ckpt_path={e.checkpoint}"
+        resume = (f"\nganrun: resume with: {resume_command(hydra_cfg, e.checkpoint)}"
                   if e.checkpoint else "")
         print(f"ganrun: interrupted: {e}{resume}", file=sys.stderr)
         # In a sweep, SIGTERM ends this job (SLURM, or `kill <pid>` of one job) and the
@@ -86,6 +95,15 @@ def _train(cfg: DictConfig) -> float | None:
     if objective:  # the value a sweeper (Optuna) optimises
         return float({**result.get("losses", {}), **result.get("metrics", {})}[objective])
     return None
+
+
+def resume_command(hydra_cfg, checkpoint: str) -> str:
+    """The command that resumes this run: its own overrides, quoted for the shell, and
+    the checkpoint (in place of any ckpt_path it had)."""
+    import shlex
+
+    options = [o for o in hydra_cfg.overrides.task if not o.startswith("ckpt_path=")]
+    return shlex.join(["ganrun", *options, f"ckpt_path={checkpoint}"])
 
 
 def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
@@ -136,7 +154,7 @@ def _share_the_machine(cfg: DictConfig, hydra_cfg) -> None:
 
 def _fail(error: UserError, multirun: bool) -> None:
     """One message, no traceback; in a sweep, the other jobs go on."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if os.environ.get(TRACEBACKS, os.environ.get("HYDRA_FULL_ERROR")) == "1":
         raise error
     kind = "diverged" if isinstance(error, DivergedError) else "error"
     print(f"ganrun: {kind}: {error}", file=sys.stderr)
@@ -151,7 +169,51 @@ def _fail(error: UserError, multirun: bool) -> None:
 
 
 def main() -> None:
-    _train()
+    """`ganrun`: Hydra's command line, with every mistake in it said in one line.
+
+    Hydra is asked to raise (HYDRA_FULL_ERROR) so that its composition errors come
+    here and are explained; a user who set HYDRA_FULL_ERROR=1 gets tracebacks."""
+    from hydra.errors import HydraException
+
+    from ganrun.commandline import (
+        check_launcher,
+        expand_home,
+        explain,
+        help_text,
+        quiet_libraries,
+    )
+
+    args = expand_home(sys.argv[1:])
+    tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    try:
+        if "-h" in args or "--help" in args:
+            print(help_text())
+            return
+        problem = check_launcher(args)
+        if problem:
+            _stop(problem)
+        sys.argv[1:] = args
+        quiet_libraries()  # before Hydra: a sweeper (Optuna) logs before any job
+        os.environ[TRACEBACKS] = "1" if tracebacks else "0"
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        _train()
+    except BrokenPipeError:  # `ganrun --help | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except HydraException as e:
+        if tracebacks:
+            raise
+        _stop(explain(e, args))
+    except OSError as e:  # Hydra making the run directory or its log file
+        if tracebacks:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        _stop(f"cannot write{where}: {e.strerror or e} (hydra.run.dir=... or hydra.sweep.dir=... "
+              "choose where runs go)")
+
+
+def _stop(message: str) -> None:
+    print(f"ganrun: error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

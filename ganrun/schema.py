@@ -14,8 +14,8 @@ components' modules import torch), and every message names the key at fault.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, get_type_hints
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -98,6 +98,7 @@ class MetricsConfig:
     cache_dir: str = MISSING
 
 
+HIDDEN_KEYS = {"study"}  # plumbing for presets' interpolations, not an option to list
 METRIC_NAMES = ("fid", "kid", "is", "pr", "dc", "class_coverage", "modes", "ppl")
 PPL_SAMPLINGS = ("end", "full")
 PPL_NETS = ("auto", "lpips", "extractor")
@@ -192,7 +193,13 @@ def _merge(schema: type, node: Any, prefix: str, option: str | None = None) -> D
     try:
         return OmegaConf.merge(OmegaConf.structured(schema), node)
     except ConfigKeyError as e:
-        valid = ", ".join(f.name for f in fields(schema) if f.name != "name")
+        parent = _schema_at(schema, str(e.full_key).split(".")[:-1])
+        valid = ", ".join(f.name for f in fields(parent)
+                          if f.name != "name" and f.name not in HIDDEN_KEYS)
+        if parent is RootConfig:  # the groups are set at the top level too
+            from ganrun.commandline import config_groups
+
+            valid += f"; config groups: {', '.join(config_groups())}"
         where = f" for {option}" if option else ""
         raise UserError(f"{prefix}{e.full_key}: unknown key{where}; valid keys: {valid}") from None
     except ValidationError as e:
@@ -204,13 +211,23 @@ def _merge(schema: type, node: Any, prefix: str, option: str | None = None) -> D
         raise UserError(f"{prefix}{e.full_key}: {_short(e)}") from None
 
 
+def _schema_at(schema: type, path: list[str]) -> type:
+    """The dataclass that holds the key at `path` below `schema` (as deep as known)."""
+    for part in path:
+        kind = get_type_hints(schema).get(part.split("[")[0])
+        if not (isinstance(kind, type) and is_dataclass(kind)):
+            break
+        schema = kind
+    return schema
+
+
 def _type_name(schema: type, full_key: str) -> str:
-    top = str(full_key).split(".")[0].split("[")[0]
-    for f in fields(schema):
-        if f.name == top:
-            t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            return f" (expected {t})"
-    return ""
+    """" (expected int)" for the key at `full_key` (a dotted path below `schema`)."""
+    path = str(full_key).split(".")
+    kind = get_type_hints(_schema_at(schema, path[:-1])).get(path[-1].split("[")[0])
+    if kind is None:
+        return ""
+    return f" (expected {getattr(kind, '__name__', str(kind).replace('typing.', ''))})"
 
 
 def _short(e: OmegaConfBaseException) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -238,7 +240,7 @@ def test_experience_replay_mixes_past_fakes_into_the_batch():
 def test_ema_equals_the_closed_form_running_average():
     torch.manual_seed(0)
     G = nn.Linear(3, 2)
-    ema = EMA(decay=0.9)
+    ema = EMA(decay=0.9, warmup=False)
     ema.wrap(G, nn.Identity())
     history = [G.weight.detach().clone()]
     for _ in range(5):
@@ -251,6 +253,31 @@ def test_ema_equals_the_closed_form_running_average():
                                             for i in range(1, k + 1))
     assert torch.allclose(ema.model.weight, expected, atol=1e-6)
     assert not ema.model.weight.requires_grad
+
+
+def test_ema_warms_up_so_a_short_run_averages_its_trained_weights():
+    # decay 0.999 from the first step keeps the average at ~99% G's random start after
+    # 10 steps; warmed up, update t uses min(decay, (1 + t) / (10 + t)).
+    torch.manual_seed(0)
+    G = nn.Linear(3, 2)
+    start = G.weight.detach().clone()
+    ema = EMA(decay=0.999)
+    ema.wrap(G, nn.Identity())
+    expected = start.clone()
+    for t in range(10):
+        with torch.no_grad():
+            G.weight.add_(torch.randn_like(G.weight))
+        d = min(0.999, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * G.weight.detach()
+        ema.after_g_step(G)
+    assert torch.allclose(ema.model.weight, expected, atol=1e-6)
+    assert ema.updates == 10 and ema.state_dict() == {"updates": 10}
+    # Most of the average is now the trained weights, not the start.
+    share_of_start = math.prod(min(0.999, (1 + t) / (10 + t)) for t in range(10))
+    assert share_of_start < 0.05
+    later = EMA(decay=0.999)
+    later.load_state_dict(ema.state_dict())  # resumed: the ramp continues where it was
+    assert later.current_decay() == min(0.999, 11 / 20)
 
 
 def test_historical_averaging_penalises_distance_to_the_mean_of_past_weights():

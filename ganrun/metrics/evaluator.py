@@ -22,6 +22,7 @@ from ganrun.metrics.extractors import (
     classifier_path,
     fingerprint,
     inception_weights,
+    load_cached,
     load_inception,
     random_conv_size,
     random_conv_weights,
@@ -198,7 +199,7 @@ class Evaluator:
                                          "split": "train"})
         self.stats_path = self.cache_dir / "stats" / f"{self.dataset.name}-{key}.pt"
         if self.stats_path.is_file():
-            return torch.load(self.stats_path, map_location="cpu", weights_only=False), True
+            return load_cached(self.stats_path), True
         order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(0))
         data = self.dataset.data[order[: self.n_real]]
         if data.dtype == torch.uint8:

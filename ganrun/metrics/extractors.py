@@ -93,6 +93,16 @@ def save_cached(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_cached(path) -> dict:
+    """A file of ganrun's cache; a damaged one (a copy cut short, a disk error) is named,
+    with the fix: it is rebuilt once deleted."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same answer
+        raise UserError(f"{path} cannot be read ({e.__class__.__name__}); it is in ganrun's "
+                        "cache (metrics.cache_dir): delete it and it is rebuilt") from None
+
+
 def holdout_split(n: int, holdout: float) -> tuple[Tensor, Tensor]:
     """(held-out, training) indices of the classifier: a fixed random split."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
@@ -156,7 +166,7 @@ class SavedNetExtractor(FeatureExtractorBase):
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
-        saved = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+        saved = load_cached(feature_extractor_weights_path)
         self.net = self.net_class(**saved["spec"])
         self.net.load_state_dict(saved["state_dict"])
         self.info = saved.get("info")
@@ -331,9 +341,11 @@ def load_inception(path: str | None):
     try:
         return FeatureExtractorInceptionV3(INCEPTION_NAME, ["2048", "logits_unbiased"],
                                            feature_extractor_weights_path=weights, verbose=False)
-    except (OSError, RuntimeError) as e:  # URLError is an OSError
+    except Exception as e:  # noqa: BLE001 - a download that failed (URLError), a wrong file
         if weights is not None:
-            raise UserError(f"InceptionV3 weights {weights} could not be loaded: {e}") from None
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise UserError(f"metrics.inception_weights: {weights} is not the InceptionV3 weights "
+                            f"file {INCEPTION_FILE} ({e.__class__.__name__}: {first})") from None
         cache = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
         raise UserError(
             "metrics.extractor=inception needs the InceptionV3 weights, which could not be "

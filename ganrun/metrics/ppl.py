@@ -156,9 +156,10 @@ def load_lpips(weights: str) -> LPIPSDistance:
     try:
         with _hub_holding(weights):
             metric = LearnedPerceptualImagePatchSimilarity(net_type="vgg")
-    except (OSError, RuntimeError) as e:
-        raise UserError(f"VGG16 weights {weights} could not be loaded for LPIPS: "
-                        f"{e.__class__.__name__}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - a wrong or damaged file
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"{weights} is not VGG16's weights file {VGG16_FILE} "
+                        f"({e.__class__.__name__}: {first})") from None
     return LPIPSDistance(metric.net).eval()
 
 

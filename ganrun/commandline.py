@@ -1,0 +1,227 @@
+"""What `ganrun` does with its command line around Hydra: `~` in values, one-line
+messages for the overrides Hydra cannot compose (with the nearest valid name),
+`--help` from the configs' own header comments, and launcher checks.
+
+Nothing here imports torch: these run before any training and must be quick.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import shutil
+from importlib.resources import files
+
+import yaml
+
+# Root keys that are plumbing, not options: left out of the lists shown to users.
+HIDDEN_KEYS = {"study", "defaults"}
+COMMANDS = {
+    "ganrun-sample": "samples of a finished run: a grid or a folder of PNGs",
+    "ganrun-eval": "metrics of a finished run, or of a folder of images (--images)",
+    "ganrun-report": "one ranked table of a sweep: ganrun-report outputs/multiruns/<stamp>",
+}
+
+
+HYDRA_LAUNCHERS = {  # Hydra's plugins, no YAML of ganrun's
+    "basic": "Hydra's default: a sweep's jobs one after another, here",
+    "joblib": "a sweep's jobs side by side on this machine (n_jobs; threads shared out)",
+    "submitit_local": "submitit on this machine",
+    "submitit_slurm": "submitit on a SLURM cluster (slurm_gpu has ganrun's settings)",
+}
+
+
+def _configs():
+    return files("ganrun.configs")
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Each config group (hydra/launcher among them) and its options."""
+    out: dict[str, list[str]] = {}
+
+    def walk(folder, prefix: str) -> None:
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.is_dir() and not entry.name.startswith("__"):
+                options = sorted(e.name[:-5] for e in entry.iterdir() if e.name.endswith(".yaml"))
+                if options:
+                    out[prefix + entry.name] = options
+                walk(entry, prefix + entry.name + "/")
+
+    walk(_configs(), "")
+    out.pop("hydra", None)  # hydra/default.yaml is plumbing; hydra/launcher is a choice
+    out["hydra/launcher"] = sorted({*out.get("hydra/launcher", []), "basic", "joblib",
+                                    "submitit_local", "submitit_slurm"})
+    return out
+
+
+def root_keys() -> list[str]:
+    """The top-level keys of train.yaml a user sets (seed, train, log, ...)."""
+    text = (_configs() / "train.yaml").read_text()
+    groups = config_groups()
+    return [k for k in yaml.safe_load(text) if k not in HIDDEN_KEYS and k not in groups]
+
+
+def header(path, width: int = 88) -> str:
+    """A YAML's one-line description: the first line of its opening comment, cut at a
+    word boundary to fit `width`."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            return ""
+        if not line.startswith("# @package"):
+            text = line.lstrip("# ").strip().rstrip(".:;,")
+            return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + "…"
+    return ""
+
+
+# --- console noise --------------------------------------------------------------------
+
+
+class _Noise(logging.Filter):
+    """Library lines that tell a ganrun user nothing: Lightning's TPU/HPU/IPU census
+    (the GPU line stays), its "Received SIGTERM" (ganrun says what it does about it)."""
+
+    NOISE = ("TPU available", "HPU available", "IPU available", "Received SIGTERM",
+             "Received SIGINT")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
+
+
+def quiet_libraries() -> None:
+    """Keep the console to what matters: Lightning's noise filtered, Optuna's storage
+    (alembic's "setup plugin ..." lines) at warnings only."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "pytorch_lightning.trainer.connectors.signal_connector"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Noise) for f in logger.filters):
+            logger.addFilter(_Noise())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# --- `~` in values -------------------------------------------------------------------
+
+
+def expand_home(args: list[str]) -> list[str]:
+    """`key=~/data` as typed: the shell leaves a `~` after `=` alone and Hydra's
+    grammar refuses it, so each comma-separated value starting with `~` is expanded
+    here (`dataset.root=~/a,~/b` too)."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and "~" in value:
+            value = ",".join(os.path.expanduser(v) if v.startswith("~") else v
+                             for v in value.split(","))
+            arg = f"{key}={value}"
+        out.append(arg)
+    return out
+
+
+# --- Hydra's composition errors, in one line -----------------------------------------
+
+
+def _nearest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def explain(error: Exception, args: list[str]) -> str:
+    """One line for an override Hydra could not compose, naming the fix."""
+    text = str(error)
+    missing = re.search(r"Could not (?:find|load) '([^']+)'", text)
+    if missing:
+        group, _, option = missing.group(1).rpartition("/")
+        options = config_groups().get(group, [])
+        return (f"{group}={option}: no such {group} option; {_nearest(option, options)}"
+                f"valid: {', '.join(options)}")
+    unknown = re.search(r"Could not override '([^']+)'", text)
+    if unknown:
+        return _unknown_key(unknown.group(1), args)
+    if "LexerNoViableAltException" in text or "ParseException" in text or "mismatched" in text:
+        bad = next((a for a in args if a in text), text.splitlines()[0])
+        return (f"cannot read the override {bad}: Hydra's grammar refuses a character in it; "
+                "quote the value ('key=\"...\"') or escape it with \\")
+    return text.strip().splitlines()[0]
+
+
+def _unknown_key(key: str, args: list[str]) -> str:
+    groups, keys = config_groups(), root_keys()
+    top, _, rest = key.partition(".")
+    if not rest:
+        names = [*groups, *keys]
+        return (f"{key} is not a config group or key; {_nearest(key, names)}groups: "
+                f"{', '.join(g for g in groups if '/' not in g or g == 'hydra/launcher')}; "
+                f"keys: {', '.join(keys)}")
+    parent, _, leaf = key.rpartition(".")
+    valid = _keys_under(parent, [a for a in args if _key_of(a) != key])
+    if valid is None:
+        return f"{key}: no such key (to add it on purpose: +{key}=...)"
+    near = _nearest(leaf, valid).replace("mean ", f"mean {parent}.")
+    return (f"{key}: not a key of {parent}; {near}valid keys: "
+            f"{', '.join(valid)} (to add a new key on purpose: +{key}=...)")
+
+
+def _keys_under(node: str, args: list[str]) -> list[str] | None:
+    """The keys of `node` in the config the other overrides compose (sweeps take their
+    first value); None when that cannot be composed."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from ganrun.cli import compose_config
+
+    single = [a.split("=", 1)[0] + "=" + _first(a.split("=", 1)[1]) if "=" in a else a
+              for a in args if not a.startswith("-")]
+    try:
+        cfg, _ = compose_config(*single)
+    except Exception:  # noqa: BLE001 - only a hint is lost
+        return None
+    value = OmegaConf.select(cfg, node)
+    return [k for k in value if k not in HIDDEN_KEYS] if isinstance(value, DictConfig) else None
+
+
+def _first(value: str) -> str:
+    """A sweep's first value (`a,b` -> a); a list or a single value as it is."""
+    return value if value.startswith("[") else value.split(",")[0]
+
+
+# --- launchers -----------------------------------------------------------------------
+
+
+def check_launcher(args: list[str]) -> str | None:
+    """A message when the launcher asked for cannot work on this machine."""
+    launcher = next((a.split("=", 1)[1] for a in args if _key_of(a) == "hydra/launcher"), None)
+    if launcher in ("slurm_gpu", "submitit_slurm") and shutil.which("sbatch") is None:
+        return (f"hydra/launcher={launcher} submits the jobs to SLURM with sbatch, which is "
+                "not on PATH here: run it on a SLURM login node, or leave it out (the jobs "
+                "then run here, one after another; hydra/launcher=joblib runs them side by side)")
+    return None
+
+
+# --- --help --------------------------------------------------------------------------
+
+
+def help_text() -> str:
+    """`ganrun --help`: the groups and their options, each with its YAML's first line."""
+    lines = ["ganrun: train a GAN from composed configs (Hydra).", "",
+             "  ganrun [group=option ...] [key=value ...]       one run (outputs/runs/<stamp>)",
+             "  ganrun -m group=a,b key=1,2 ...                  a sweep (outputs/multiruns/<stamp>)",
+             "  ganrun ... --cfg job                             print the composed config",
+             "", "Config groups (group=option):"]
+    configs = _configs()
+    for group, options in config_groups().items():
+        lines.append(f"  {group}")
+        folder = configs.joinpath(*group.split("/"))
+        for option in options:
+            path = folder / f"{option}.yaml"
+            about = header(path) if path.is_file() else HYDRA_LAUNCHERS.get(option, "")
+            lines.append(f"    {option:22s} {about}")
+    lines += ["", "Keys (key=value; see each group's YAML for its keys): "
+              + ", ".join(root_keys()), "", "Other commands:"]
+    lines += [f"  {name:16s} {about}" for name, about in COMMANDS.items()]
+    lines += ["", "Hydra's own flags: ganrun --hydra-help.  Documentation: README.md."]
+    return "\n".join(lines)
