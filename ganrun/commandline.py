@@ -181,7 +181,9 @@ def _keys_under(node: str, args: list[str]) -> list[str] | None:
     except Exception:  # noqa: BLE001 - only a hint is lost
         return None
     value = OmegaConf.select(cfg, node)
-    return [k for k in value if k not in HIDDEN_KEYS] if isinstance(value, DictConfig) else None
+    if not isinstance(value, DictConfig):
+        return None
+    return [k for k in value if k not in HIDDEN_KEYS and k != "name"]  # name: the option's
 
 
 def _first(value: str) -> str:

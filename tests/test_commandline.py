@@ -32,7 +32,7 @@ def one_line_error(proc) -> str:
                    "logger, loss,"),
     # a key of a group that has no such key: its valid keys
     (["optim.lr=0.1"], "ganrun: error: optim.lr: not a key of optim; did you mean optim.lr_g? "
-                       "valid keys: name, lr_g, lr_d,"),
+                       "valid keys: lr_g, lr_d,"),
     (["loss=wgann"], "ganrun: error: loss=wgann: no such loss option; did you mean wgan? valid: "
                      "bce, hinge, lsgan, mmd, nsgan, ragan, wgan, wgan_gp"),
     (["regularizer=[spectral_nrom]"], "did you mean spectral_norm?"),
