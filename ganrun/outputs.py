@@ -1,12 +1,17 @@
-"""What a run leaves behind besides TensorBoard: metrics.json, written atomically."""
+"""What a run leaves behind besides TensorBoard: metrics.json, written atomically; and
+what names a sweep's jobs: their directories and their console log lines."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
 
 from ganrun.errors import UserError
 
@@ -85,3 +90,97 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(_finite(record)) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+# --- sweeps: what tells a sweep's jobs apart ----------------------------------------
+
+SWEEP_CONFIG = "multirun.yaml"  # the sweep's own config, in its directory
+NOT_IN_NAMES = ("ckpt_path",)   # as hydra.job.config.override_dirname.exclude_keys
+NAME_DIGITS = 4                 # significant digits of a float in a job's directory name
+_FLOAT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][+-]?\d+)?")
+
+
+def parse_overrides(lines) -> list:
+    """Hydra's reading of override lines; a line it cannot read is left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for line in lines:
+        try:
+            out.extend(parser.parse_overrides([str(line)]))
+        except Exception:  # noqa: BLE001 - naming a directory must not fail a job
+            continue
+    return out
+
+
+def sweep_keys(sweep_dir: str | Path | None) -> tuple[set[str], set[str]]:
+    """(varied, fixed): the keys the sweep in `sweep_dir` varies (a sweep on its command
+    line, `loss=bce,hinge`, or in hydra.sweeper.params, Optuna's search space among
+    them) and those it gives every job alike (`train.steps=100`), read from the sweep's
+    multirun.yaml; both empty when there is none."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((Path(sweep_dir) / SWEEP_CONFIG).read_text()) or {}
+        hydra = saved.get("hydra") or {}
+        task = list((hydra.get("overrides") or {}).get("task") or [])
+        params = (hydra.get("sweeper") or {}).get("params") or {}
+        lines = [*(f"{k}={v}" for k, v in params.items()), *task]
+    except (OSError, TypeError, AttributeError, yaml.YAMLError):
+        return set(), set()
+    varied, fixed = set(), set()
+    for override in parse_overrides(lines):
+        (varied if override.is_sweep_override() else fixed).add(override.key_or_group)
+    return varied, fixed - varied
+
+
+def varied_overrides(task, sweep_dir: str | Path | None) -> list[tuple[str, str]]:
+    """The job's overrides that tell it apart from the other jobs of its sweep, as
+    (key, "key=value"), sorted: all but those the sweep gives every job alike (and
+    ckpt_path); all of them when that leaves none (a sweep of one job)."""
+    overrides = [(o.key_or_group, str(o.input_line)) for o in parse_overrides(task)
+                 if o.key_or_group not in NOT_IN_NAMES]
+    fixed = sweep_keys(sweep_dir)[1] if sweep_dir else set()
+    kept = [(key, line) for key, line in overrides if key not in fixed]
+    return sorted(kept or overrides, key=lambda item: item[1])
+
+
+def short_value(line: str, digits: int = NAME_DIGITS) -> str:
+    """`key=value` with a float of more digits cut to `digits` significant ones
+    (`optim.lr_g=0.00012345678901234` -> `optim.lr_g=0.0001235`); others as they are."""
+    key, sep, value = line.partition("=")
+    if sep and _FLOAT.fullmatch(value):
+        number = float(value)
+        short = f"{number:.{digits}g}"
+        if float(short) != number:
+            return f"{key}={short}"
+    return line
+
+
+def job_dirname(task, sweep_dir: str | Path | None = None) -> str:
+    """A sweep job's name: the overrides that tell it apart (`varied_overrides`, seed
+    among them), floats cut short. The job's .hydra/overrides.yaml and config keep every
+    override and exact values."""
+    return ",".join(short_value(line) for _, line in varied_overrides(task, sweep_dir))
+
+
+class RecordSweep(HydraCallback):
+    """Writes the sweep's config (multirun.yaml) into its directory before the first
+    job starts, whatever the sweeper: Hydra's basic sweeper writes it too, Optuna's
+    does not; a job reads from it which keys the sweep varies."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, sweep_dir / SWEEP_CONFIG)
+
+
+def job_formatter(format: str, job: int | None = None, datefmt: str | None = None):
+    """The console's log formatter (hydra.job_logging): `{job}` in `format` becomes
+    `[job 3]` in a sweep's job 3, so that lines of jobs running side by side say whose
+    they are, and nothing in a single run (Hydra's own format)."""
+    return logging.Formatter(format.replace("{job}", "" if job is None else f"[job {job}]"),
+                             datefmt)

@@ -23,6 +23,12 @@ def only_sweep(cwd):
     return sweep
 
 
+def config_of(job):
+    """A job's overrides without the seed, as ganrun-report groups them."""
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+    return ",".join(sorted(o for o in overrides if not o.startswith("seed=")))
+
+
 def statuses(sweep):
     return {p.name: json.loads((p / "metrics.json").read_text())
             for p in sweep.iterdir() if (p / "metrics.json").is_file()}
@@ -43,11 +49,15 @@ def test_parallel_sweep_over_seeds_and_its_report(tmp_path):
     rows = [line for line in configs.splitlines() if line.startswith("| `")]
     assert len(rows) == 4 and all(" | 2 | 0 | 0 | " in row for row in rows)
     assert every_job.count(" | finished | 30 |") == 8
+    # Jobs named by what the sweep varies, the seed among it; the report groups the
+    # jobs by their overrides (.hydra/overrides.yaml) without the seed.
+    assert sorted(jobs, key=lambda name: int(name.split("_")[0]))[:2] == [
+        "0_loss=bce,optim=adam,seed=0", "1_loss=bce,optim=adam,seed=1"]
     # The report's numbers, recomputed from the jobs' own metrics.json.
     table, names, _ = report(sweep, "fid")
     for row in table:
         fids = [j["metrics"]["fid"] for name, j in jobs.items()
-                if name.split("_", 1)[1] == row["config"]]
+                if config_of(sweep / name) == row["config"]]
         assert len(fids) == 2
         mean = sum(fids) / 2
         assert row["fid"][0] == pytest.approx(mean)
@@ -82,6 +92,14 @@ def test_optuna_search_reports_the_best_learning_rates(tmp_path):
     assert len(fids) == 4
     assert results["best_value"] == pytest.approx(min(fids))
     assert set(results["best_params"]) == {"optim.lr_g", "optim.lr_d"}
+    # Each job named by the values searched, to 4 significant digits (its config has them
+    # exactly), without the options every trial shares (train.steps=20, ...).
+    assert (sweep / "multirun.yaml").is_file()
+    for job in (p for p in sweep.iterdir() if p.is_dir()):
+        optim = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["optim"]
+        assert job.name.split("_", 1)[1] == \
+            f"optim.lr_d={optim['lr_d']:.4g},optim.lr_g={optim['lr_g']:.4g}"
+        assert len(repr(optim["lr_g"])) > 10  # the exact value, not the name's
 
 
 def test_a_wrong_objective_stops_before_training(tmp_path):
