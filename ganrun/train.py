@@ -91,20 +91,21 @@ def sweep_position() -> tuple[list[str], list[str]]:
 
 
 def logged_metrics(trainer) -> list[str]:
-    """The scalars an HParams row shows as metrics: the losses, and the metrics this run
-    measures: those of metrics.names that apply to its data and extractor (the
-    evaluator's `skipped` tells which do not; no metrics callback, none)."""
+    """The scalars an HParams row shows as metrics: the metrics this run measures, those
+    of metrics.names that apply to its data and extractor (the evaluator's `skipped`
+    tells which do not; no metrics callback, none), then the losses. TensorBoard shows
+    the first five columns by default: the quality metrics where there are some."""
     from ganrun.callbacks.metrics import Metrics
     from ganrun.schema import LOSS_OUTPUTS, METRIC_OUTPUTS
 
-    out = list(LOSS_OUTPUTS)
+    out = []
     for callback in trainer.callbacks:
         evaluator = getattr(callback, "evaluator", None) if isinstance(callback, Metrics) else None
         if evaluator is not None:
             skipped = evaluator.skipped
             out += [f"metrics/{output}" for name in evaluator.cfg.names if name not in skipped
                     for output in METRIC_OUTPUTS[name]]
-    return out
+    return [*out, *LOSS_OUTPUTS]
 
 
 def check_writable(run_dir: Path) -> None:
