@@ -174,8 +174,11 @@ class RecordSweep(HydraCallback):
         from omegaconf import OmegaConf
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(config, sweep_dir / SWEEP_CONFIG)
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(config, sweep_dir / SWEEP_CONFIG)
+        except OSError:  # the sweep cannot start: Hydra's own attempt says why, in one line
+            return
 
 
 def job_formatter(format: str, job: int | None = None, datefmt: str | None = None):

@@ -72,10 +72,12 @@ def test_a_gpu_asked_for_without_one(tmp_path, trainer, fix):
 def test_an_output_directory_that_cannot_be_made(tmp_path):
     (tmp_path / "file").write_text("")
     for args in (["hydra.run.dir=file/run"], ["-m", "hydra.sweep.dir=file/sweep", "seed=0,1"]):
-        line = one_line_error(ganrun(*args, "train.steps=2", cwd=tmp_path))
+        proc = ganrun(*args, "train.steps=2", cwd=tmp_path)
+        line = one_line_error(proc)
         assert line.startswith(f"ganrun: error: cannot write {tmp_path / 'file'}") or \
             line.startswith("ganrun: error: cannot write file/"), line
         assert "hydra.run.dir=... or hydra.sweep.dir=..." in line
+        assert "Warning" not in proc.stderr
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="SLURM is here")
