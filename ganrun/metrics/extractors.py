@@ -289,16 +289,21 @@ register_feature_extractor(RANDOM_CONV_NAME, RandomConvExtractor)
 # --- inception -------------------------------------------------------------------------
 
 
-def inception_weights(path: str | None) -> str | None:
-    """The weights file to use: `path`, else torch hub's cache; None lets torch-fidelity
-    download into that cache. Raises UserError when offline and neither exists."""
+def hub_weights(path: str | None, key: str, filename: str) -> str | None:
+    """A pretrained network's weights: `path` (the config key `key`), else `filename`
+    in torch hub's cache, else None. A given path that does not exist is refused."""
     if path:
         expanded = os.path.expanduser(path)
         if not os.path.isfile(expanded):
-            raise UserError(f"metrics.inception_weights={path}: no such file")
+            raise UserError(f"{key}={path}: no such file")
         return expanded
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     return str(cached) if cached.is_file() else None
+
+
+def inception_weights(path: str | None) -> str | None:
+    """InceptionV3's weights file; None lets torch-fidelity download into the cache."""
+    return hub_weights(path, "metrics.inception_weights", INCEPTION_FILE)
 
 
 class UInt8Images(torch.utils.data.Dataset):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganrun.errors import UserError
+from ganrun.metrics.extractors import hub_weights, resized
 from ganrun.samples import generate, noise
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet weights, as its cache names them
@@ -111,24 +112,14 @@ class LPIPSDistance(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         def prepare(x):
-            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-            if x.shape[-1] != LPIPS_SIZE:
-                x = F.interpolate(x, size=(LPIPS_SIZE, LPIPS_SIZE), mode="bilinear",
-                                  align_corners=False, antialias=x.shape[-1] > LPIPS_SIZE)
-            return x
+            return resized(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x, LPIPS_SIZE)
 
         return self.lpips(prepare(a), prepare(b)).flatten()
 
 
 def vgg16_weights(path: str | None) -> str | None:
     """VGG16's ImageNet weights: `path`, else torch hub's cache; None when neither."""
-    if path:
-        expanded = os.path.expanduser(path)
-        if not os.path.isfile(expanded):
-            raise UserError(f"metrics.lpips_weights={path}: no such file")
-        return expanded
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
-    return str(cached) if cached.is_file() else None
+    return hub_weights(path, "metrics.lpips_weights", VGG16_FILE)
 
 
 @contextlib.contextmanager
