@@ -1,32 +1,61 @@
 """`ganrun-sample` and `ganrun-eval`: work on a finished run, offline.
 
-    ganrun-sample <run dir or ckpt> [n=64] [out=PATH] [folder=true] [seed=0] [truncation=0.7]
+    ganrun-sample <run dir or ckpt> [n=64] [out=PATH] [folder=true] [seed=0] [truncation=0.7|none]
+                  [class=K]
     ganrun-eval   <run dir or ckpt> [--images FOLDER] [n_fake=2000] [n_real=...] [extractor=...]
 
 The generator is rebuilt from the configuration stored in the checkpoint, so
 sampling never touches the dataset; evaluation reads the dataset (for the real
 side) as the run's config names it, and the metrics as the run configured them.
+Every bad option or unusable path is one line naming the cause, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import sys
 from pathlib import Path
 
 from ganrun.errors import UserError
 from ganrun.outputs import checkpoint_of
 
+log = logging.getLogger("ganrun")
+
 USAGE_SAMPLE = ("usage: ganrun-sample <run dir or checkpoint> [n=64] [out=PATH] [folder=true] "
-                "[seed=0] [truncation=T]")
+                "[seed=0] [truncation=T|none] [class=K]")
 USAGE_EVAL = ("usage: ganrun-eval <run dir or checkpoint> [--images FOLDER] [n_fake=N] "
               "[n_real=N] [names=fid,kid,...] [extractor=auto|classifier|inception|random_conv|raw] "
               "[inception_weights=PATH] [ppl_samples=N] [ppl_sampling=end|full] "
               "[ppl_net=auto|lpips|extractor] [lpips_weights=PATH]")
+RUN = "run"  # truncation=RUN: the run's own sample.truncation
+SEED_LIMIT = 2**32  # seeds in [0, 2**32), as Lightning's seed_everything takes them
 
 
-def _parse(argv: list[str], allowed: dict[str, type], usage: str) -> tuple[str, dict, str | None]:
-    """The positional path, key=value options (typed), and --images FOLDER."""
+def boolean(value: str) -> bool:
+    """true/false (also yes/no, 1/0): anything else is refused, not read as false."""
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def truncation_value(value: str) -> float | None:
+    """truncation=T, or truncation=none: off, whatever the run's sample.truncation."""
+    if value.lower() in ("none", "null"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError("expected a number > 0, or none") from None
+
+
+def _parse(argv: list[str], allowed: dict, usage: str, images_ok: bool
+           ) -> tuple[str, dict, str | None]:
+    """The positional path, key=value options (each read by its parser: int, float, str, or
+    a function raising ValueError with what it expects), and --images FOLDER where images_ok."""
     path, options, images = None, {}, None
     args = list(argv)
     while args:
@@ -34,20 +63,21 @@ def _parse(argv: list[str], allowed: dict[str, type], usage: str) -> tuple[str, 
         if arg in ("-h", "--help"):
             print(usage)
             sys.exit(0)
-        if arg == "--images":
+        if arg == "--images" and images_ok:
             if not args:
                 raise UserError("--images needs a folder")
             images = args.pop(0)
-        elif "=" in arg:
+        elif "=" in arg and not arg.startswith("-"):
             key, value = arg.split("=", 1)
             if key not in allowed:
                 raise UserError(f"unknown option {key}; valid: {', '.join(allowed)}")
             kind = allowed[key]
             try:
-                options[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-            except ValueError:
-                raise UserError(f"{key}={value}: expected {kind.__name__}") from None
-        elif path is None:
+                options[key] = kind(value)
+            except ValueError as e:
+                expected = f"expected {kind.__name__}" if kind in (int, float) else e
+                raise UserError(f"{key}={value}: {expected}") from None
+        elif path is None and not arg.startswith("-"):
             path = arg
         else:
             raise UserError(f"unexpected argument {arg}\n{usage}")
@@ -93,28 +123,121 @@ def _run_dir(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
-def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False, seed: int = 0,
-           truncation: float | None = None) -> Path:
+def _check_sample_options(n: int, seed: int, truncation) -> None:
+    """What torch would refuse with a traceback, or take silently (truncation=0: off)."""
+    if not n >= 1:
+        raise UserError(f"n={n}: must be >= 1")
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"seed={seed}: must be in [0, {SEED_LIMIT - 1}]")
+    if truncation not in (RUN, None) and not (truncation > 0 and math.isfinite(truncation)):
+        raise UserError(f"truncation={truncation:g}: must be > 0; truncation=none for no "
+                        f"truncation")
+
+
+def _labels(module, n: int, class_: int | None, folder: bool):
+    """The classes to draw, and the grid's images per row.
+
+    class=K: n samples of class K. A class-conditional grid: one row per class, n // classes
+    samples each, as the training grids (callbacks/samples.py). Otherwise None: labels as
+    the metrics draw them (uniform classes, DynGAN's partitions by their prior)."""
     import torch
 
-    from ganrun.samples import generate_many, image_grid, point_scatter, save_png
+    classes = 0 if module.partitioner is not None else module.num_classes
+    if class_ is not None:
+        if not classes:
+            why = ("its generator is conditioned on DynGAN's partitions, not classes"
+                   if module.partitioner is not None else "it is unconditional")
+            raise UserError(f"class={class_}: this run has no classes to choose ({why}; "
+                            f"class= needs model.conditional=true on a labelled dataset)")
+        if not 0 <= class_ < classes:
+            raise UserError(f"class={class_}: this run has {classes} classes, 0 to {classes - 1}")
+        return torch.full((n,), class_), None
+    if classes and not folder:
+        if n < classes:
+            raise UserError(f"n={n}: one row per class needs n >= {classes}, the run's classes "
+                            f"(or class=K for one class)")
+        return torch.arange(classes).repeat_interleave(n // classes), n // classes
+    return None, None
 
+
+def _draw(module, n: int, labels, batch_size: int = 500):
+    """n samples from the global random stream, in batches: fresh latents (truncated as
+    cfg.sample says), with `labels` or the module's own draw of them."""
+    import torch
+
+    from ganrun.samples import generate, sample_latent
+
+    out = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        z = sample_latent(m, module.latent_dim, module.cfg.sample.latent,
+                          module.cfg.sample.truncation, device=module.device)
+        batch = labels[start:start + m] if labels is not None else module.sample_labels(m)
+        out.append(generate(module, z, batch))
+    return torch.cat(out)
+
+
+def _default_target(samples: Path, step: int, n: int, seed: int, truncation: float | None,
+                    class_: int | None, folder: bool) -> Path:
+    """samples/sample_<step>_n<N>_seed<S>[_trunc<T>][_class<C>][.png]: one name per
+    request (training's grids are step_<step>.png), and _2, _3, ... rather than
+    overwriting a file already there."""
+    stem = (f"sample_{step:07d}_n{n}_seed{seed}" + (f"_trunc{truncation:g}" if truncation else "")
+            + (f"_class{class_}" if class_ is not None else ""))
+    suffix = "" if folder else ".png"
+    target, k = samples / (stem + suffix), 1
+    while target.exists():
+        k += 1
+        target = samples / f"{stem}_{k}{suffix}"
+    return target
+
+
+def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False, seed: int = 0,
+           truncation: float | str | None = RUN, class_: int | None = None) -> Path:
+    """A grid (PNG) of n samples, or a folder of n PNGs, of a run's generator.
+
+    truncation: RUN (the run's sample.truncation), None (off) or T > 0. class_: only that
+    class (conditional runs). Without `out` the file gets a name of its own in the run's
+    samples/; an `out` that exists is refused, never overwritten."""
+    from ganrun.samples import image_grid, point_scatter, save_png
+
+    _check_sample_options(n, seed, truncation)
+    if out and not folder and Path(out).suffix.lower() != ".png":
+        raise UserError(f"out={out}: a grid is written as PNG; name it .png (or folder=true)")
     ckpt = checkpoint_of(path)
     module, cfg = load_module(ckpt)
-    torch.manual_seed(seed)
-    if truncation is not None:
+    if truncation != RUN:
         cfg.sample.truncation = truncation
-    fake = generate_many(module, n)
-    target = Path(out) if out else _run_dir(ckpt) / "samples" / (
-        f"sample_{module.g_steps:07d}" + ("" if folder else ".png"))
-    if folder:
-        target.mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(fake):
-            picture = point_scatter(fake, image[None]) if module.points else image_grid(image[None], 1)
-            save_png(picture, target / f"{i:06d}.png")
+    labels, nrow = _labels(module, n, class_, folder)
+    if out:
+        target = Path(out).expanduser()
+        if target.exists() and not (folder and target.is_dir() and not any(target.iterdir())):
+            raise UserError(f"out={out} exists; ganrun-sample does not overwrite: remove it or "
+                            f"give another out=")
     else:
-        nrow = n // module.num_classes if module.num_classes and not module.partitioner else None
-        save_png(point_scatter(fake, fake) if module.points else image_grid(fake, nrow), target)
+        target = _default_target(_run_dir(ckpt) / "samples", module.g_steps, n, seed,
+                                 cfg.sample.truncation, class_, folder)
+    blocker = next((p for p in reversed(target.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"cannot write {target}: {blocker} is a file, not a folder; give "
+                        f"another out=PATH")
+    import torch
+
+    torch.manual_seed(seed)
+    fake = _draw(module, len(labels) if labels is not None else n, labels)
+    try:
+        if folder:
+            target.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(fake):
+                picture = (point_scatter(fake, image[None]) if module.points
+                           else image_grid(image[None], 1))
+                save_png(picture, target / f"{i:06d}.png")
+        else:
+            save_png(point_scatter(fake, fake) if module.points else image_grid(fake, nrow),
+                     target)
+    except OSError as e:
+        raise UserError(f"cannot write {target}: {e.strerror or e} ({e.filename}); give a "
+                        f"writable out=PATH") from None
     return target
 
 
@@ -138,15 +261,10 @@ def evaluate(path: str, images: str | None = None, **overrides) -> dict:
                         "images: leave it out of names")
     cfg.optimized_metric = None  # nothing is optimized here
     check_metrics(cfg)  # the options given here, as a training run's
+    fake = _folder_images(images, cfg.dataset) if images else None  # before the real data
     dataset = load_dataset(cfg.dataset)
     evaluator = Evaluator(cfg.metrics, dataset, cfg.dataset)
     if images:
-        from omegaconf import OmegaConf
-
-        folder = OmegaConf.create({"name": "image_folder", "root": images,
-                                   "image_size": cfg.dataset.image_size,
-                                   "channels": cfg.dataset.channels})
-        fake = load_dataset(folder).data.float().div(127.5).sub(1.0)
         source = str(images)
     else:
         fake = generate_many(module, cfg.metrics.n_fake)
@@ -158,15 +276,40 @@ def evaluate(path: str, images: str | None = None, **overrides) -> dict:
     record = {"source": source, **evaluator.protocol, "n_fake": len(fake), "metrics": results}
     if not images:
         out = _run_dir(ckpt) / "eval.json"
-        out.write_text(json.dumps(record, indent=2) + "\n")
+        try:
+            out.write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as e:  # a read-only run: the results are still printed
+            log.warning("could not write %s (%s); the results are printed only", out,
+                        e.strerror or e)
     return record
+
+
+def _folder_images(images: str, dataset):
+    """The images of an --images folder as the run's data (size, channels), in [-1, 1]:
+    only for runs on images; unreadable files are skipped with a warning."""
+    from omegaconf import OmegaConf
+
+    from ganrun.data import load_dataset
+    from ganrun.schema import point_datasets
+
+    if dataset.name in point_datasets():
+        raise UserError(f"--images {images}: dataset={dataset.name} is 2-D points, not images; "
+                        f"leave --images out to evaluate the run's generator")
+    folder = OmegaConf.create({"name": "image_folder", "root": images,
+                               "image_size": dataset.image_size, "channels": dataset.channels})
+    try:
+        data = load_dataset(folder)
+    except UserError as e:  # the loader names dataset.root, which is --images here
+        raise UserError(f"--images {images}: {str(e).split(': ', 1)[-1]}") from None
+    return data.data.float().div(127.5).sub(1.0)
 
 
 def _main(fn, argv, allowed, usage) -> None:
     try:
-        path, options, images = _parse(argv, allowed, usage)
-        result = fn(path, images=images, **options) if images is not None or fn is evaluate \
-            else fn(path, **options)
+        path, options, images = _parse(argv, allowed, usage, images_ok=fn is evaluate)
+        if "class" in options:  # a Python keyword: sample's class_
+            options["class_"] = options.pop("class")
+        result = fn(path, images=images, **options) if fn is evaluate else fn(path, **options)
     except UserError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -180,8 +323,8 @@ def _main(fn, argv, allowed, usage) -> None:
 
 
 def sample_main() -> None:
-    _main(sample, sys.argv[1:], {"n": int, "out": str, "folder": bool, "seed": int,
-                                 "truncation": float}, USAGE_SAMPLE)
+    _main(sample, sys.argv[1:], {"n": int, "out": str, "folder": boolean, "seed": int,
+                                 "truncation": truncation_value, "class": int}, USAGE_SAMPLE)
 
 
 def eval_main() -> None:

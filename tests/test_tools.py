@@ -21,7 +21,7 @@ def test_sample_needs_no_dataset(train_fast, tv_root):
                                  "model.base_channels=8", "dataset.image_size=16")
     shutil.rmtree(tv_root)  # the dataset is gone
     grid = sample(str(run_dir), n=16)
-    assert grid == run_dir / "samples" / "sample_0000004.png"
+    assert grid == run_dir / "samples" / "sample_0000004_n16_seed0.png"
     assert np.asarray(Image.open(grid)).shape == (4 * 18 + 2, 4 * 18 + 2, 3)
     folder = sample(str(run_dir / "checkpoints" / "last.ckpt"), n=5, folder=True,
                     out=str(run_dir / "pngs"))
@@ -85,3 +85,176 @@ def test_bad_paths_and_options_are_clear(tmp_path):
                           text=True, env=cli_env())
     assert proc.returncode == 1 and "unknown option nn; valid: n, out" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- one name per request, never an overwrite ------------------------------------------------
+
+
+def cli(program: str, *args) -> subprocess.CompletedProcess:
+    """The real console script ganrun-<program>."""
+    return subprocess.run([f"{GANRUN}-{program}", *map(str, args)], capture_output=True,
+                          text=True, env=cli_env())
+
+
+def refused(proc: subprocess.CompletedProcess, program: str, *words: str) -> str:
+    """proc failed with one `ganrun-<program>: error:` line (no traceback) holding words."""
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines()
+               if line.startswith(f"ganrun-{program}: error: ")]
+    for word in words:
+        assert word in line, line
+    return line
+
+
+def test_each_request_gets_its_own_file_and_none_is_overwritten(train_fast):
+    # Every request was samples/sample_<step>.png: n=16 overwrote n=64, seed=1 seed=0.
+    _, run_dir = train_fast()
+    samples = run_dir / "samples"
+    training_grid = (samples / "step_0000004.png").read_bytes()
+    names = [sample(str(run_dir), **kw).name for kw in (
+        {}, {"n": 16}, {"seed": 1}, {"truncation": 0.5}, {"n": 16}, {"n": 5, "folder": True})]
+    assert names == ["sample_0000004_n64_seed0.png", "sample_0000004_n16_seed0.png",
+                     "sample_0000004_n64_seed1.png", "sample_0000004_n64_seed0_trunc0.5.png",
+                     "sample_0000004_n16_seed0_2.png", "sample_0000004_n5_seed0"]
+    assert (samples / "step_0000004.png").read_bytes() == training_grid  # training's own
+    grid = samples / "sample_0000004_n64_seed0.png"
+    before = grid.read_bytes()
+    proc = cli("sample", run_dir, "n=9", f"out={grid}")
+    refused(proc, "sample", f"out={grid} exists", "give another out=")
+    folder = samples / "sample_0000004_n5_seed0"
+    refused(cli("sample", run_dir, "n=3", "folder=true", f"out={folder}"), "sample", "exists",
+            "out=")
+    assert grid.read_bytes() == before and len(list(folder.iterdir())) == 5
+    proc = cli("sample", run_dir, "n=4")  # prints the path, as before
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == str(samples / "sample_0000004_n4_seed0.png")
+
+
+# --- class-conditional runs: one row per class, class=K -------------------------------------
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The labels of every batch the generator is asked for."""
+    import ganrun.samples
+
+    labels, generate = [], ganrun.samples.generate
+
+    def spy(module, z, batch=None):
+        labels.append(batch)
+        return generate(module, z, batch)
+
+    monkeypatch.setattr(ganrun.samples, "generate", spy)
+    return labels
+
+
+def test_conditional_grid_has_one_row_per_class(train_fast, drawn):
+    # n=20 on ten classes was a 2 x 10 strip of random classes: now 10 rows of 2, row k class k.
+    import torch
+
+    _, run_dir = train_fast("dataset=digits", "model.conditional=true")
+    grid = sample(str(run_dir), n=20)
+    assert torch.equal(drawn.pop(), torch.arange(10).repeat_interleave(2))
+    assert np.asarray(Image.open(grid)).shape == (10 * 18 + 2, 2 * 18 + 2, 3)  # 10 rows of 2
+    assert grid.name == "sample_0000004_n20_seed0.png"
+    one = sample(str(run_dir), n=16, class_=3)
+    assert torch.equal(drawn.pop(), torch.full((16,), 3))
+    assert one.name == "sample_0000004_n16_seed0_class3.png"
+    assert np.asarray(Image.open(one)).shape == (4 * 18 + 2, 4 * 18 + 2, 3)
+    with pytest.raises(UserError, match=r"n=5: one row per class needs n >= 10"):
+        sample(str(run_dir), n=5)
+    refused(cli("sample", run_dir, "class=10"), "sample", "class=10", "10 classes, 0 to 9")
+    refused(cli("sample", run_dir, "class=-1"), "sample", "class=-1", "0 to 9")
+    refused(cli("sample", run_dir, "class=two"), "sample", "class=two: expected int")
+
+
+def test_class_is_refused_without_classes_and_dyngan_keeps_its_prior(train_fast, drawn):
+    _, plain = train_fast("dataset=digits", name="plain")
+    refused(cli("sample", plain, "class=0"), "sample", "class=0", "unconditional",
+            "model.conditional=true")
+    _, dyn = train_fast("dataset=ring8", "regularizer=dyngan", name="dyn")
+    refused(cli("sample", dyn, "class=0"), "sample", "class=0", "DynGAN's partitions")
+    sample(str(dyn), n=30)
+    (labels,) = drawn
+    assert labels.shape == (30,) and labels.ndim == 1  # drawn by the prior, not per class
+
+
+# --- ganrun-eval's checks, and options that raised tracebacks ----------------------------
+
+
+def test_eval_checks_the_extractor_against_the_dataset(train_fast):
+    _, ring8 = train_fast("dataset=ring8", name="ring8")
+    _, digits = train_fast("dataset=digits", name="digits")
+    refused(cli("eval", ring8, "extractor=classifier"), "eval",
+            "metrics.extractor=classifier needs class labels; dataset=ring8 has none")
+    refused(cli("eval", digits, "extractor=raw"), "eval",
+            "metrics.extractor=raw is for the 2-D mixtures")
+
+
+BAD_SAMPLE_OPTIONS = [
+    (["n=0"], ["n=0: must be >= 1"]),
+    (["n=-3"], ["n=-3: must be >= 1"]),
+    (["truncation=0"], ["truncation=0: must be > 0", "truncation=none"]),
+    (["truncation=-1"], ["truncation=-1: must be > 0"]),
+    (["truncation=abc"], ["truncation=abc: expected a number > 0, or none"]),
+    (["seed=abc"], ["seed=abc: expected int"]),
+    (["seed=-1"], ["seed=-1: must be in [0, 4294967295]"]),
+    (["seed=99999999999999999999"], ["must be in [0, 4294967295]"]),
+    (["folder=maybe"], ["folder=maybe: expected true or false"]),
+    (["out=grid.jpg"], ["out=grid.jpg: a grid is written as PNG"]),
+    (["--images", "x"], ["unexpected argument --images"]),
+]
+
+
+@pytest.mark.parametrize("args, words", BAD_SAMPLE_OPTIONS,
+                         ids=[" ".join(args) for args, _ in BAD_SAMPLE_OPTIONS])
+def test_sample_refuses_bad_options_in_one_line(tmp_path, args, words):
+    # n=0 and seed=2**70 were tracebacks, truncation=0 silently untruncated, folder=maybe false.
+    refused(cli("sample", tmp_path, *args), "sample", *words)
+
+
+def test_sample_names_an_unwritable_out(train_fast, tmp_path, monkeypatch):
+    _, run_dir = train_fast()
+    config = run_dir / "config.yaml"
+    refused(cli("sample", run_dir, f"out={config}/grid.png"), "sample",
+            f"{config} is a file, not a folder", "out=")
+    refused(cli("sample", run_dir, "folder=true", f"out={config}/pngs"), "sample",
+            f"{config} is a file, not a folder")
+
+    import ganrun.samples
+
+    def denied(picture, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(ganrun.samples, "save_png", denied)  # a read-only folder, even as root
+    with pytest.raises(UserError, match=r"cannot write .*: Permission denied .*; give a "
+                                        r"writable out="):
+        sample(str(run_dir), out=str(tmp_path / "ro" / "grid.png"))
+
+
+def test_eval_refuses_unusable_image_folders_in_one_line(train_fast, tmp_path):
+    _, digits = train_fast("dataset=digits", name="digits")
+    _, ring8 = train_fast("dataset=ring8", name="ring8")
+    empty, bad, mixed = tmp_path / "empty", tmp_path / "bad", tmp_path / "mixed"
+    empty.mkdir()
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"not a png")
+    refused(cli("eval", digits, "--images", empty), "eval", f"--images {empty}: no images found")
+    refused(cli("eval", digits, "--images", tmp_path / "nope"), "eval", "nope: no such folder")
+    refused(cli("eval", digits, "--images", bad), "eval",
+            f"--images {bad}: none of the 1 image files could be read")
+    sample(str(digits), n=60, folder=True, out=str(mixed))
+    refused(cli("eval", ring8, "--images", mixed), "eval", "dataset=ring8 is 2-D points",
+            "leave --images out")
+    (mixed / "000007.png").write_bytes(b"\x89PNG broken")  # skipped, named, the rest measured
+    record = evaluate(str(digits), images=str(mixed), names=["class_coverage"])
+    assert record["n_fake"] == 59
+
+
+def test_eval_of_a_read_only_run_still_reports(train_fast, caplog):
+    _, run_dir = train_fast()
+    (run_dir / "eval.json").mkdir()  # unwritable, as in a read-only run directory
+    record = evaluate(str(run_dir), names=["class_coverage"], n_fake=60)
+    assert "classes_covered" in record["metrics"]
+    assert "could not write" in caplog.text and "eval.json" in caplog.text
