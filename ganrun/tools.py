@@ -26,7 +26,7 @@ log = logging.getLogger("ganrun")
 USAGE_SAMPLE = ("usage: ganrun-sample <run dir or checkpoint> [n=64] [out=PATH] [folder=true] "
                 "[seed=0] [truncation=T|none] [class=K]")
 USAGE_EVAL = ("usage: ganrun-eval <run dir or checkpoint> [--images FOLDER] [n_fake=N] "
-              "[n_real=N] [names=fid,kid,...] [extractor=auto|classifier|inception|random_conv|raw] "
+              "[n_real=N] [seed=0] [names=fid,kid,...] [extractor=auto|classifier|inception|random_conv|raw] "
               "[inception_weights=PATH] [ppl_samples=N] [ppl_sampling=end|full] "
               "[ppl_net=auto|lpips|extractor] [lpips_weights=PATH]")
 RUN = "run"  # truncation=RUN: the run's own sample.truncation
@@ -241,14 +241,19 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
     return target
 
 
-def evaluate(path: str, images: str | None = None, **overrides) -> dict:
+def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -> dict:
+    """The metrics of a run's generator (n_fake samples drawn from `seed`: the same
+    command prints the same figures), or of a folder of images, against its data."""
     import torch
 
+    from ganrun.callbacks.metrics import PPL_STREAM
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
     from ganrun.samples import generate_many
     from ganrun.schema import METRIC_NAMES, check_metrics
 
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"seed={seed}: must be in [0, {SEED_LIMIT - 1}]")
     ckpt = checkpoint_of(path)
     module, cfg = load_module(ckpt)
     cfg.metrics = with_metric_defaults(cfg.metrics)
@@ -264,16 +269,20 @@ def evaluate(path: str, images: str | None = None, **overrides) -> dict:
     fake = _folder_images(images, cfg.dataset) if images else None  # before the real data
     dataset = load_dataset(cfg.dataset)
     evaluator = Evaluator(cfg.metrics, dataset, cfg.dataset)
-    if images:
-        source = str(images)
-    else:
-        fake = generate_many(module, cfg.metrics.n_fake)
-        source = f"{ckpt} (generator step {module.g_steps})"
-    results = evaluator.evaluate(fake, f"images in {images}" if images else "generated samples")
-    if evaluator.ppl_distance is not None:
-        torch.manual_seed(1)  # its own latent pairs, apart from the samples'
-        results["ppl"] = evaluator.path_length(module)
-    record = {"source": source, **evaluator.protocol, "n_fake": len(fake), "metrics": results}
+    with torch.random.fork_rng(devices=[]):  # seeded here, the caller's stream untouched
+        torch.manual_seed(seed)
+        if images:
+            source = str(images)
+        else:
+            fake = generate_many(module, cfg.metrics.n_fake)
+            source = f"{ckpt} (generator step {module.g_steps})"
+        results = evaluator.evaluate(fake, f"images in {images}" if images
+                                     else "generated samples")
+        if evaluator.ppl_distance is not None:
+            torch.manual_seed(seed + PPL_STREAM)  # its own latent pairs, apart from the samples'
+            results["ppl"] = evaluator.path_length(module)
+    record = {"source": source, **evaluator.protocol, "n_fake": len(fake), "seed": seed,
+              "metrics": results}
     if not images:
         out = _run_dir(ckpt) / "eval.json"
         try:
@@ -328,7 +337,7 @@ def sample_main() -> None:
 
 
 def eval_main() -> None:
-    _main(evaluate, sys.argv[1:], {"n_fake": int, "n_real": int, "names": names_list,
+    _main(evaluate, sys.argv[1:], {"n_fake": int, "n_real": int, "seed": int, "names": names_list,
                                    "extractor": str, "inception_weights": str,
                                    "ppl_samples": int, "ppl_sampling": str, "ppl_net": str,
                                    "lpips_weights": str}, USAGE_EVAL)
