@@ -377,3 +377,14 @@ def test_a_healthy_default_run_is_silent(train_fast):
 
     logged = scalars(run_dir / "tb")
     assert [s for s, _ in logged["health/grad_norm_g"]] == list(range(50, 601, 50))
+
+
+def test_the_detector_does_not_call_the_first_steps_a_collapse(train_fast):
+    # In the first steps D tells every real sample from G's noise: 100% "collapsed" at
+    # logs 1 and 2 (experiment=sngan_paper warned at step 2), which is not yet a collapse.
+    result, run_dir = train_fast("dataset=ring8", "train.steps=4", "log.every=1", "metrics=none",
+                                 "optim.lr_d=2e-3",
+                                 "+callbacks.collapse._target_=health_helpers.CollapseG")
+    health = read_json(run_dir / "metrics.json")["health"]
+    assert health["collapsed_share"] > 0.5  # the detector does see it ...
+    assert not [w for w in health["warnings"] if w["kind"] == "mode_collapse"]  # ... too early

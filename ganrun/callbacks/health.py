@@ -20,7 +20,8 @@ Read against the run's history, they give one warning line each, once per run
 G's gradient norm has fallen by `vanish_drop` from its peak), mode collapse
 (modes or classes covered at most `coverage_floor` of all, or `coverage_drop` of
 their best, at two evaluations in a row; or the collapsed share above
-`collapse_warn` at two logs in a row),
+`collapse_warn` at two logs in a row, from the WARM_LOGS-th log on: in its first
+steps D tells every real sample from G's noise, which is not yet a collapse),
 oscillation (D's margin, its mean score on real minus generated samples over a
 log interval, changing sign at least three times over the last `window` logs with
 a range of at least `swing`: of the probability for minimax losses, of the mean
@@ -42,6 +43,7 @@ from ganrun.dyngan import collapse_probability
 from ganrun.samples import evaluating
 
 log = logging.getLogger("ganrun")
+WARM_LOGS = 5  # the collapse detector warns from its 5th log on
 
 NAMES = ("health/collapsed_share", "health/d_accuracy_real", "health/d_accuracy_fake",
          "health/grad_norm_g", "health/grad_norm_d")
@@ -206,7 +208,8 @@ class HealthMonitor(pl.Callback):
                        "try loss=nsgan or wgan_gp, label smoothing or a slower D")
         share = last["health/collapsed_share"]
         h["collapsed_runs"] = h["collapsed_runs"] + 1 if share > self.collapse_warn else 0
-        if h["collapsed_runs"] >= 2:
+        h["logs"] = h.get("logs", 0) + 1
+        if h["collapsed_runs"] >= 2 and h["logs"] >= WARM_LOGS:
             self._warn("mode_collapse", step,
                        f"{100 * share:.0f}% of a fixed set of real samples look collapsed to D "
                        f"(averaged D(x) > 1/(1+{self.delta:g})): G does not produce them; "
