@@ -304,13 +304,9 @@ def _folder_images(images: str, dataset):
     if dataset.name in point_datasets():
         raise UserError(f"--images {images}: dataset={dataset.name} is 2-D points, not images; "
                         f"leave --images out to evaluate the run's generator")
-    folder = OmegaConf.create({"name": "image_folder", "root": images,
+    folder = OmegaConf.create({"name": "image_folder", "root": images, "where": f"--images {images}",
                                "image_size": dataset.image_size, "channels": dataset.channels})
-    try:
-        data = load_dataset(folder)
-    except UserError as e:  # the loader names dataset.root, which is --images here
-        raise UserError(f"--images {images}: {str(e).split(': ', 1)[-1]}") from None
-    return data.data.float().div(127.5).sub(1.0)
+    return load_dataset(folder).data.float().div(127.5).sub(1.0)
 
 
 def _main(fn, argv, allowed, usage) -> None:

@@ -609,7 +609,10 @@ def test_quick_start(quick_start):
     command = find(r"^ganrun$")
     shown = command.output
     if not cold:  # another test trained the digits classifier: its accuracy is in the cache
-        (info,) = Path(os.environ["GANRUN_CACHE"]).glob("classifiers/digits-*.json")
+        # the quick start's classifier: the one its metrics lines name (other tests may
+        # have cached classifiers of digits at other sizes beside it)
+        used = re.search(r"\((digits-[0-9a-f]+)\)", "\n".join(lines)).group(1)
+        info = Path(os.environ["GANRUN_CACHE"]) / "classifiers" / f"{used}.json"
         accuracy = json.loads(info.read_text())["accuracy"]
         trained = [line for line in shown if "metrics: training the" in line]
         shown = [line for line in shown if "metrics: training the" not in line]

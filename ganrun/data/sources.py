@@ -226,13 +226,15 @@ def _convert_channels(images: Tensor, channels: int) -> Tensor:
 
 
 def _image_folder(cfg) -> Dataset:
+    """`cfg.where`, if given, names the folder in messages (ganrun-eval's --images)."""
     root = Path(os.path.expanduser(str(cfg.root)))
+    where = cfg.get("where") or f"dataset.root={root}"
     if not root.is_dir():
-        raise UserError(f"dataset.root={root}: no such folder")
+        raise UserError(f"{where}: no such folder")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not paths:
         raise UserError(
-            f"dataset.root={root}: no images found (searched recursively for "
+            f"{where}: no images found (searched recursively for "
             f"{', '.join(IMAGE_EXTENSIONS)})"
         )
     mode = "L" if cfg.channels == 1 else "RGB"
@@ -242,10 +244,10 @@ def _image_folder(cfg) -> Dataset:
     good = [img for img, _ in decoded if img is not None]
     if bad:
         first, reason = bad[0]
-        log.warning("dataset.root=%s: skipped %d of %d files that could not be read "
-                    "(first: %s: %s)", root, len(bad), len(paths), first, reason)
+        log.warning("%s: skipped %d of %d files that could not be read (first: %s: %s)",
+                    where, len(bad), len(paths), first, reason)
     if not good:
-        raise UserError(f"dataset.root={root}: none of the {len(paths)} image files could be read")
+        raise UserError(f"{where}: none of the {len(paths)} image files could be read")
     return Dataset("image_folder", torch.stack(good))
 
 
