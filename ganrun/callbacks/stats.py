@@ -59,8 +59,10 @@ class StepStats(EveryNSteps):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not self.heartbeat:  # sweeps, pipes, files: the step lines only, nothing per step
+            return
         now = time.perf_counter()
-        if (self.heartbeat and pl_module.trained_step is not None and not self.due(pl_module)
+        if (pl_module.trained_step is not None and not self.due(pl_module)
                 and now - self._printed >= HEARTBEAT):
             done = pl_module.g_steps - self._start[1]
             log.info("step %d/%d  %.3g s/step  eta %s", pl_module.g_steps, pl_module.max_steps,
