@@ -66,13 +66,23 @@ def root_keys() -> list[str]:
 def header(path, width: int = 88) -> str:
     """A YAML's one-line description: the first line of its opening comment, cut at a
     word boundary to fit `width`."""
-    for line in path.read_text().splitlines():
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
         if not line.startswith("#"):
             return ""
         if not line.startswith("# @package"):
-            text = line.lstrip("# ").strip().rstrip(".:;,")
-            return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + "…"
+            text = line.lstrip("# ").strip()
+            continued = not text.endswith(".") and next_is_comment(lines, i)
+            text = text.rstrip(".:;,")
+            if len(text) > width:
+                return text[: width - 1].rsplit(" ", 1)[0] + "…"
+            return text + ("…" if continued else "")
     return ""
+
+
+def next_is_comment(lines: list[str], i: int) -> bool:
+    """Whether the comment at line i goes on in the next line (a sentence cut there)."""
+    return i + 1 < len(lines) and lines[i + 1].startswith("#")
 
 
 # --- console noise --------------------------------------------------------------------
@@ -160,11 +170,14 @@ def _unknown_key(key: str, args: list[str]) -> str:
                 f"keys: {', '.join(keys)}")
     parent, _, leaf = key.rpartition(".")
     valid = _keys_under(parent, [a for a in args if _key_of(a) != key])
+    # Only callbacks take keys of the user's own (a new callback, +callbacks.x._target_=...):
+    # everywhere else ganrun's schemas refuse them, so `+key` is no fix to offer.
+    free = key.split(".")[0] == "callbacks"
+    add = f" (to add a new key on purpose: +{key}=...)" if free else ""
     if valid is None:
-        return f"{key}: no such key (to add it on purpose: +{key}=...)"
+        return f"{key}: no such key{add}"
     near = _nearest(leaf, valid).replace("mean ", f"mean {parent}.")
-    return (f"{key}: not a key of {parent}; {near}valid keys: "
-            f"{', '.join(valid)} (to add a new key on purpose: +{key}=...)")
+    return f"{key}: not a key of {parent}; {near}valid keys: {', '.join(valid)}{add}"
 
 
 def _keys_under(node: str, args: list[str]) -> list[str] | None:

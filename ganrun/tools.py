@@ -267,8 +267,11 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
     cfg.optimized_metric = None  # nothing is optimized here
     check_metrics(cfg)  # the options given here, as a training run's
     fake = _folder_images(images, cfg.dataset) if images else None  # before the real data
+    if fake is not None:  # the folder's count is n_fake: its guards and warnings are about it
+        cfg.metrics.n_fake = len(fake)
     dataset = load_dataset(cfg.dataset)
-    evaluator = Evaluator(cfg.metrics, dataset, cfg.dataset)
+    fake_name = f"images in {images}" if images else "generated samples"
+    evaluator = Evaluator(cfg.metrics, dataset, cfg.dataset, fake_name=fake_name)
     with torch.random.fork_rng(devices=[]):  # seeded here, the caller's stream untouched
         torch.manual_seed(seed)
         if images:
@@ -276,8 +279,7 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
         else:
             fake = generate_many(module, cfg.metrics.n_fake)
             source = f"{ckpt} (generator step {module.g_steps})"
-        results = evaluator.evaluate(fake, f"images in {images}" if images
-                                     else "generated samples")
+        results = evaluator.evaluate(fake, fake_name)
         if evaluator.ppl_distance is not None:
             torch.manual_seed(seed + PPL_STREAM)  # its own latent pairs, apart from the samples'
             results["ppl"] = evaluator.path_length(module)

@@ -74,7 +74,7 @@ class Evaluator:
     extract features, process 0 scores them against the real side."""
 
     def __init__(self, cfg, dataset, dataset_cfg=None, device: str | torch.device = "cpu",
-                 with_real: bool = True):
+                 with_real: bool = True, fake_name: str = "generated samples"):
         self.cfg = cfg
         self.dataset = dataset
         self.dataset_cfg = dataset_cfg
@@ -89,7 +89,7 @@ class Evaluator:
                                            else (None, None))
         self.n_real = min(cfg.n_real, len(dataset))
         self.warned: set[str] = set()
-        self.counts = self._counts(cfg.n_fake, self.n_real)  # refuses before any training
+        self.counts = self._counts(cfg.n_fake, self.n_real, fake_name)  # before any training
         self.real, self.real_cache_hit = self._real_features() if with_real else (None, False)
 
     # --- the extractor and the real side, cached ------------------------------------
