@@ -123,12 +123,17 @@ def _run_dir(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
+def check_seed(seed: int) -> None:
+    """Seeds of ganrun-sample and ganrun-eval: what torch.manual_seed takes everywhere."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"seed={seed}: must be in [0, {SEED_LIMIT - 1}]")
+
+
 def _check_sample_options(n: int, seed: int, truncation) -> None:
     """What torch would refuse with a traceback, or take silently (truncation=0: off)."""
     if not n >= 1:
         raise UserError(f"n={n}: must be >= 1")
-    if not 0 <= seed < SEED_LIMIT:
-        raise UserError(f"seed={seed}: must be in [0, {SEED_LIMIT - 1}]")
+    check_seed(seed)
     if truncation not in (RUN, None) and not (truncation > 0 and math.isfinite(truncation)):
         raise UserError(f"truncation={truncation:g}: must be > 0; truncation=none for no "
                         f"truncation")
@@ -252,8 +257,7 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
     from ganrun.samples import generate_many
     from ganrun.schema import METRIC_NAMES, check_metrics
 
-    if not 0 <= seed < SEED_LIMIT:
-        raise UserError(f"seed={seed}: must be in [0, {SEED_LIMIT - 1}]")
+    check_seed(seed)
     ckpt = checkpoint_of(path)
     module, cfg = load_module(ckpt)
     cfg.metrics = with_metric_defaults(cfg.metrics)
