@@ -15,7 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ganrun.errors import DivergedError, Interrupted, ObjectiveError, UserError
+from ganrun.errors import DivergedError, Interrupted, ObjectiveError, PeerDied, UserError
 
 log = logging.getLogger("ganrun")
 
@@ -79,6 +79,18 @@ def _train(cfg: DictConfig) -> float | None:
         if multirun and e.signal_name == "SIGTERM":
             return float("nan") if objective else None
         sys.exit(128 + e.signal_number)
+    except PeerDied as e:  # metrics.json says failed, and why; ganrun.log has the traceback
+        from ganrun.train import to_log_file
+
+        saved = (f"process 0 saved that step (all but process {e.rank}'s random state); resume "
+                 f"with: {resume_command(hydra_cfg, e.checkpoint)}" if e.checkpoint
+                 else "no checkpoint saved")
+        line = f"ganrun: failed: process {e.rank} died ({e.cause}) at generator step {e.step}; {saved}"
+        print(line, file=sys.stderr)
+        to_log_file(logging.ERROR, "%s", line)  # the log's last line too
+        if not multirun:
+            sys.exit(1)
+        return float("nan") if objective else None
     except UserError as e:  # metrics.json already says failed / diverged, and why
         _fail(e, multirun)
         return float("nan") if objective else None

@@ -18,9 +18,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import torch
+from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
@@ -47,14 +50,75 @@ def _die_with_parent() -> None:
         pass
 
 
+def cause_of(returncode: int) -> str:
+    """How a process ended, from its exit status: "SIGKILL" (-9), "exit code 1"."""
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+STUCK_GRACE = 120.0  # seconds process 0 may take to notice a dead peer (gloo: about 1)
+
+
 class WorkerLauncher(_SubprocessScriptLauncher):
-    """Lightning's subprocess launcher (same environment variables, the same observer
-    that stops everything when a process fails, the same share of CPU threads per
-    process), with ganrun's worker as the command."""
+    """Lightning's subprocess launcher (same environment variables, the same share of
+    CPU threads per process), with ganrun's worker as the command, and its own watch
+    over the workers in place of Lightning's observer, which SIGKILLs process 0 within
+    5 s of a worker's death: here process 0 lives on to save the last completed step
+    (its next collective fails: gloo raises at once), and is killed only if it is
+    still stuck in a collective STUCK_GRACE seconds later (NCCL may wait forever)."""
 
     def __init__(self, cluster_environment, num_processes: int, num_nodes: int, run_dir: Path):
         super().__init__(cluster_environment, num_processes, num_nodes)
         self.run_dir = run_dir
+        self.dead: tuple[int, int] | None = None  # (rank, exit status) of the first to die
+        self.handled = threading.Event()  # process 0 has seen the death and is reporting it
+
+    def launch(self, function, *args, trainer=None, **kwargs):
+        self.cluster_environment.validate_settings(num_devices=self.num_processes,
+                                                   num_nodes=self.num_nodes)
+        if not self.cluster_environment.creates_processes_externally:
+            self._call_children_scripts()
+            threading.Thread(target=self._watch, args=(os.getpid(),), daemon=True,
+                             name="ganrun-worker-watch").start()
+        _set_num_threads_if_needed(num_processes=self.num_processes)
+        return function(*args, **kwargs)
+
+    def _watch(self, main_pid: int) -> None:
+        while self.dead_peer() is None:
+            if all(proc.returncode == 0 for proc in self.procs):
+                return
+            time.sleep(0.5)
+        if not self.handled.wait(STUCK_GRACE):
+            import logging
+
+            logging.getLogger("ganrun").error(
+                "%s; process 0 is stuck in a collective: stopping it (resume from the last "
+                "checkpoint written)", self.death())
+            os.kill(main_pid, signal.SIGKILL)
+
+    def dead_peer(self, wait: float = 0.0) -> tuple[int, int] | None:
+        """(global rank, exit status) of the first worker that died (a non-zero exit or a
+        signal), waiting up to `wait` seconds for one to be seen; None while all live."""
+        deadline = time.monotonic() + wait
+        while self.dead is None:
+            for local, proc in enumerate(self.procs, start=1):
+                if proc.poll():
+                    first = self.cluster_environment.node_rank() * self.num_processes
+                    self.dead = (first + local, proc.returncode)
+                    break
+            if self.dead is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        return self.dead
+
+    def death(self) -> str:
+        """"process 1 died (SIGKILL)", for the first worker that died."""
+        rank, returncode = self.dead
+        return f"process {rank} died ({cause_of(returncode)})"
 
     ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
 
@@ -78,6 +142,9 @@ class WorkerLauncher(_SubprocessScriptLauncher):
         """Wait for the other processes to finish (killing any that hangs), then leave
         this process as it was: no process group, no launch variables, so that the next
         job of a sweep launches its own processes."""
+        self.handled.set()
+        if self.dead is not None:  # the others would wait for it forever
+            timeout = 5.0
         for proc in self.procs:
             try:
                 proc.wait(timeout=timeout)

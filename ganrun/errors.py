@@ -32,3 +32,14 @@ class Interrupted(Exception):
         super().__init__(f"{signal_name} at generator step {step}; {saved}")
         self.signal_name, self.signal_number = signal_name, signal_number
         self.step, self.checkpoint = step, checkpoint
+
+
+class PeerDied(Exception):
+    """Under DDP another process died (SIGKILL, a segfault, out of memory): process 0
+    saved the last completed step, all but the dead process's random stream."""
+
+    def __init__(self, rank: int, cause: str, step: int, checkpoint: str | None):
+        saved = (f"step {step} saved (without process {rank}'s random state, lost with it): "
+                 f"{checkpoint}" if checkpoint else "no checkpoint saved")
+        super().__init__(f"process {rank} died ({cause}) at generator step {step}; {saved}")
+        self.rank, self.cause, self.step, self.checkpoint = rank, cause, step, checkpoint

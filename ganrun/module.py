@@ -70,6 +70,8 @@ class GANModule(pl.LightningModule):
         self.trained_step: int | None = None  # the step just trained; None: nothing new
         self.finished = self.stopping = False
         self.stop_signal: str | None = None  # set by SIGINT / SIGTERM: save and stop
+        self.checkpoint_asked = False  # by this process's clock (callbacks.checkpoint)
+        self.checkpoint_now = False  # by any process's: save after this step
         self.lr_scale = 1.0  # learning rates' factor after roll-backs (train.on_diverge)
         both = {r.name for r in self._hooks["d_penalty"]} & {r.name for r in self._hooks["g_penalty"]}
         self.stat_names = ["loss/d", "loss/g", "D/real", "D/fake"] + [
@@ -181,7 +183,8 @@ class GANModule(pl.LightningModule):
             reg.after_step(self)
         self.trained_step = self.g_steps
         self.finished = self.g_steps >= self.max_steps
-        self.stopping = self.finished or self._stop_requested()
+        stop, self.checkpoint_now = self._shared_requests()
+        self.stopping = self.finished or stop
 
     def _d_objective(self, real: Tensor, y_real, fake: Tensor, y_fake, params=None):
         """D's loss on a real and a generated batch (of D with `params` if given), and
@@ -241,13 +244,17 @@ class GANModule(pl.LightningModule):
             self.probe.record_grads(net, self.G if net == "G" else self.D)
         optimizer.step()
 
-    def _stop_requested(self) -> bool:
-        """A signal reached this process (or, under DDP, any process): every process
-        must stop after the same step, so the decision is shared."""
+    def _shared_requests(self) -> tuple[bool, bool]:
+        """Whether a signal reached this process (or, under DDP, any process), and
+        whether a process's clock asks for a checkpoint (train.ckpt_minutes): every
+        process must stop or save after the same step, so the decisions are shared, in
+        one all-reduce."""
+        asked = (self.stop_signal is not None, self.checkpoint_asked)
         if self._world == 1:
-            return self.stop_signal is not None
-        return self.trainer.strategy.reduce_boolean_decision(self.stop_signal is not None,
-                                                             all=False)
+            return asked
+        votes = torch.tensor([int(a) for a in asked], device=self.device)
+        stop, save = self.trainer.strategy.reduce(votes, reduce_op="sum").tolist()
+        return stop > 0, save > 0
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.stopping:  # after every callback has seen the step

@@ -44,6 +44,17 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def heartbeat(path: Path, **fields: Any) -> None:
+    """Update a running run's metrics.json with `fields` (its last logged step, ...), so
+    that a run killed outright (kill -9, out of memory) says how far it got."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return
+    if saved.get("status") == "running":
+        write_json(path, {**saved, **fields})
+
+
 NON_FINITE = "non_finite"  # beside values written as null: {name: "inf" | "-inf" | "nan"}
 
 

@@ -5,7 +5,7 @@ the same dataset with the same feature extractor are one group: ranked against e
 other, never against another group's (an FID under the digits classifier and one
 under Inception, or on another dataset, are different scales). For each
 configuration: the number of seeds, how many diverged, failed or were stopped
-(interrupted, or killed and so still "running"), each final metric as its mean over
+(interrupted, or killed outright: "died" where its process is gone), each final metric as its mean over
 seeds ± the half-width of its 95% confidence interval (Student t), images per
 second, and whether Welch's t-test separates its lead over the next row at the seeds
 run ("vs next"); then every job with its status. Writes report.md, report.csv (every
@@ -24,6 +24,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -53,8 +54,9 @@ COMPANIONS = {
 # Step statistics on each loss's own scale: no ranking across losses by them.
 LOSS_SCALED = {"loss/d", "loss/g", "D/real", "D/fake"}
 # Jobs that neither finished nor broke: a signal stopped them ("interrupted", with a
-# checkpoint to resume from), or they were killed outright and still say "running".
-STOPPED = ("interrupted", "running")
+# checkpoint to resume from), they were killed outright ("died": metrics.json says
+# "running" but its process is gone), or they still run.
+STOPPED = ("interrupted", "running", "died")
 # A row's lead over the next is significant below this p (Welch, two-sided).
 ALPHA = 0.05
 METRIC_FOOTNOTE = ("± : 95% confidence interval of the mean over seeds, Student t "
@@ -77,7 +79,8 @@ class Job:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # health warnings' kinds
     loss: str | None = None  # the loss it trained with (metrics.json's choices)
-    pid: int | None = None  # of a job that says "running"
+    pid: int | None = None  # of a job that says "running" (or "died")
+    resume: str | None = None  # the command that resumes a job that died
     dataset: str | None = None    # its last evaluation's (else the one it was configured with)
     extractor: str | None = None  # its last evaluation's; None: it logged none
 
@@ -133,14 +136,50 @@ def read_job(path: Path) -> Job | None:
                 if _number(value) is not None:
                     curves[name].append((evaluation["step"], float(value)))
     choices = saved.get("choices") or {}
+    status, resume = saved.get("status", "failed"), None
+    if status == "running" and saved.get("pid") and gone(saved["pid"], saved.get("host")):
+        status, resume = "died", resume_command(path, overrides)
     warnings = [w.get("kind", "?") for w in (saved.get("health") or {}).get("warnings", [])]
-    return Job(path, config, seed, saved.get("status", "failed"), saved.get("reason"),
+    return Job(path, config, seed, status, saved.get("reason"),
                int(saved.get("g_steps") or 0), {k: float(v) for k, v in finals.items()},
                _number(saved.get("images_per_second")), dict(curves), warnings,
-               pid=saved.get("pid"), loss=choices.get("loss"),
+               pid=saved.get("pid"), resume=resume, loss=choices.get("loss"),
                dataset=(evaluation.get("dataset") or choices.get("dataset")
                         or _configured_dataset(path)),
                extractor=evaluation.get("extractor"))
+
+
+def gone(pid: int, host: str | None) -> bool:
+    """Whether process `pid` of this machine has ended (a zombie too); on another
+    machine (`host`) it cannot be told: no."""
+    import socket
+
+    if host is not None and host != socket.gethostname():
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    return state == "Z"
+
+
+def resume_command(path: Path, overrides: list[str]) -> str:
+    """The command that resumes the job in `path` from its checkpoint ("" without one)."""
+    import shlex
+
+    from ganrun.outputs import CHECKPOINT_FILE
+
+    ckpt = path / "checkpoints" / CHECKPOINT_FILE
+    if not ckpt.is_file():
+        return ""
+    options = [o for o in overrides if not o.startswith("ckpt_path=")]
+    return shlex.join(["ganrun", *options, f"ckpt_path={ckpt}"])
 
 
 def collect(sweep: Path) -> list[Job]:
@@ -315,8 +354,18 @@ def _rate(value: float) -> str:
 
 
 def _status(job: Job) -> str:
-    """A job's status; a running one (or one killed outright) with its pid."""
+    """A job's status; a running one with its pid."""
     return f"running (pid {job.pid})" if job.status == "running" and job.pid else job.status
+
+
+def _why(job: Job) -> str:
+    """What report.md says of a job that did not finish: its reason; for one that died,
+    how far it got and how to resume it."""
+    if job.status != "died":
+        return f": {job.reason}" if job.reason else ""
+    hint = (f"resume with: `{job.resume}`" if job.resume
+            else "no checkpoint: run it again")
+    return f": pid {job.pid} is gone, last logged generator step {job.g_steps}; {hint}"
 
 
 def shown_columns(group: Group, columns: list[str] | None) -> list[str]:
@@ -392,8 +441,7 @@ def write_reports(sweep: Path, groups: list[Group], jobs: list[Job],
     problems = [j for j in jobs if j.status != "finished"]
     if problems:
         lines += ["", "Jobs that did not finish:", ""]
-        lines += [f"- `{j.path.name}`: {_status(j)}" + (f": {j.reason}" if j.reason else "")
-                  for j in problems]
+        lines += [f"- `{j.path.name}`: {_status(j)}{_why(j)}" for j in problems]
     lines += ["", "Every job:", "", "| job | seed | status | generator steps |",
               "| --- | --- | --- | --- |"]
     lines += [f"| `{j.path.name}` | {j.seed} | {_status(j)} | {j.g_steps} |" for j in jobs]

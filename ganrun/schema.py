@@ -56,6 +56,7 @@ class LoggerConfig:
 class TrainConfig:
     steps: int = MISSING
     ckpt_every: int = MISSING
+    ckpt_minutes: float = MISSING  # > 0: callbacks.checkpoint refuses others
     check_every: int = MISSING
     on_diverge: str = MISSING
     max_restores: int = MISSING

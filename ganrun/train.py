@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Callback
 
 from ganrun.distributed import global_rank
-from ganrun.errors import DivergedError, Interrupted, UserError
+from ganrun.errors import DivergedError, Interrupted, PeerDied, UserError
 from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, checkpoint_of, write_json
 from ganrun.schema import validate
 
@@ -143,7 +144,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
     started = time.perf_counter()
     result: dict[str, Any] = {"status": "running", "reason": None, "g_steps": 0,
                               "images_seen": 0, "choices": choices, "seed": cfg.seed,
-                              "pid": os.getpid()}
+                              "pid": os.getpid(), "host": socket.gethostname()}
     module = trainer = None
     stop = StopOnSignals()
     try:
@@ -159,6 +160,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
             warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
             # The EMA copy of G stays in eval mode on purpose.
             warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
+            # Wrong here: the data stream restarts exactly at the checkpoint's step
+            # (InMemoryBatches starts from g_steps; tests/test_faults.py's
+            # test_sigterm_saves_and_the_resumed_run_matches_an_uninterrupted_one
+            # checks the resumed run bit for bit).
+            warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
             ckpt_path = _checked_ckpt_path(cfg.ckpt_path)
             check_devices(cfg.trainer)
             module, trainer, datamodule, _ = _build(cfg, run_dir, choices, write=primary)
@@ -172,6 +178,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
                 except SystemExit:  # Lightning's own answer to SIGTERM, after ours has saved
                     if stop.name is None:
                         raise
+                except Exception as e:
+                    died = _peer_death(trainer, module)
+                    if died is None:
+                        raise
+                    raise died from e
         if module is not None and module.stopping and not module.finished:
             saved = run_dir / "checkpoints" / CHECKPOINT_FILE
             name, number = stop.name or "SIGTERM", stop.number or signal.SIGTERM
@@ -181,6 +192,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
         result["status"] = "finished"
     except Interrupted as e:
         result.update(status="interrupted", reason=str(e))
+        raise
+    except PeerDied as e:
+        result["reason"] = str(e)
+        # The collective's own traceback (gloo: "Connection reset by peer") is for the
+        # log file; the console gets one line (ganrun.cli).
+        to_log_file(logging.ERROR, "what process 0 saw: %s", e.__cause__,
+                    exc_info=(type(e.__cause__), e.__cause__, e.__cause__.__traceback__))
         raise
     except DivergedError as e:
         result.update(status="diverged", reason=str(e), diverged_at=e.step)
@@ -226,6 +244,29 @@ def _outcomes(trainer) -> dict[str, Any]:
         elif isinstance(callback, HealthMonitor):
             out["health"] = callback.summary()
     return out
+
+
+def _peer_death(trainer, module) -> PeerDied | None:
+    """Another DDP process died (ganrun's launcher saw it exit): what to report, with
+    the checkpoint process 0 saved alone (callbacks.checkpoint)."""
+    from ganrun.callbacks.checkpoint import AtomicCheckpoint
+    from ganrun.distributed import WorkerLauncher, cause_of
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if not isinstance(launcher, WorkerLauncher) or launcher.dead_peer(wait=5.0) is None:
+        return None
+    launcher.handled.set()
+    rank, returncode = launcher.dead
+    saved = next((c.rescued for c in trainer.callbacks if isinstance(c, AtomicCheckpoint)), None)
+    return PeerDied(rank, cause_of(returncode), module.g_steps, str(saved) if saved else None)
+
+
+def to_log_file(level: int, message: str, *args, exc_info=None) -> None:
+    """A record for the run's ganrun.log (Hydra's file handler) and not the console."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, args, exc_info)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _devices_per_node(cfg: DictConfig) -> int:

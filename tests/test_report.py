@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 import subprocess
 
@@ -172,14 +173,15 @@ def test_a_sweep_where_no_job_finished_still_lists_every_job_and_why(tmp_path):
     sweep = tmp_path / "sweep"
     make_job(sweep, 0, ["lr=1", "seed=0"], status="diverged")
     running = make_job(sweep, 1, ["lr=1", "seed=1"], status="running")
-    running["pid"] = 4242
+    running["pid"] = os.getpid()  # alive: a job whose process is gone shows as died
     next(sweep.glob("1_*")).joinpath("metrics.json").write_text(json.dumps(running))
     run = subprocess.run([GANRUN.replace("ganrun", "ganrun-report"), str(sweep)],
                          capture_output=True, text=True, env=cli_env())
     assert run.returncode == 1
-    assert "no job finished, nothing to rank (2 jobs: diverged, running (pid 4242))" in run.stderr
+    pid = os.getpid()
+    assert f"no job finished, nothing to rank (2 jobs: diverged, running (pid {pid}))" in run.stderr
     assert "Traceback" not in run.stderr
-    assert "| diverged |" in run.stdout and "running (pid 4242)" in run.stdout
+    assert "| diverged |" in run.stdout and f"running (pid {pid})" in run.stdout
     assert "diverged: loss/d=nan" in run.stdout
 
 

@@ -11,7 +11,8 @@ import logging
 import sys
 import time
 
-from ganrun.callbacks.base import EveryNSteps, mean_step_stats
+from ganrun.callbacks.base import EveryNSteps, mean_step_stats, run_dir
+from ganrun.outputs import METRICS_FILE, heartbeat
 
 log = logging.getLogger("ganrun")
 
@@ -81,6 +82,12 @@ class StepStats(EveryNSteps):
         if trainer.is_global_zero:
             if trainer.logger is not None:
                 trainer.logger.log_metrics({**stats, "perf/images_per_second": rate}, step=step)
+            # What metrics.json says of a run killed outright: the last step logged
+            # (before its console line).
+            heartbeat(run_dir(trainer) / METRICS_FILE, g_steps=step,
+                      images_seen=module.images_seen,
+                      logged_at=datetime.datetime.now().isoformat(timespec="seconds"),
+                      losses={k: v for k, v in stats.items() if not k.startswith("health/")})
             shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items()
                               if not k.startswith("health/"))  # TensorBoard and metrics.json
             log.info("step %d/%d  %s  %.0f img/s  eta %s", step, module.max_steps, shown, rate,
