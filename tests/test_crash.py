@@ -70,6 +70,9 @@ def test_a_killed_ddp_process_costs_one_step_not_the_run(tmp_path):
     # The checkpoint of the last completed step, saved by process 0 alone.
     state = load_ckpt(ckpt)
     assert state["ganrun"]["g_steps"] == step and "rng_ranks" not in state["ganrun"]
+    # Nothing of the step in progress: G and D (n_critic 1) stepped `step` times each.
+    adam_steps = {int(s["step"]) for opt in state["optimizer_states"] for s in opt["state"].values()}
+    assert adam_steps == {step}
     assert not [pid for pid in _pids_of_children(proc.pid) | {worker} if _alive(pid)]
     # The printed command resumes it, to the budget given.
     command = shlex.split(line.split("resume with: ", 1)[1])
