@@ -59,7 +59,10 @@ def _train(cfg: DictConfig) -> float | None:
     try:
         cfg = validate(cfg)
     except UserError as e:
-        write_json(os.path.join(run_dir, METRICS_FILE), {"status": "failed", "reason": str(e)})
+        if multirun:  # the sweep's table lists the job as failed, and why
+            write_json(os.path.join(run_dir, METRICS_FILE), {"status": "failed", "reason": str(e)})
+        else:  # nothing ran: no run directory to explain
+            _discard(run_dir)
         # A wrong optimized_metric is wrong for every job: stop the sweep, not just this job.
         return _fail(e, multirun and not isinstance(e, ObjectiveError))
     from ganrun.train import run
@@ -107,6 +110,15 @@ def _train(cfg: DictConfig) -> float | None:
     if objective:  # the value a sweeper (Optuna) optimises
         return float({**result.get("losses", {}), **result.get("metrics", {})}[objective])
     return None
+
+
+def _discard(run_dir: str) -> None:
+    """Remove a run directory that holds only what Hydra wrote before the run started
+    (its .hydra/ and ganrun.log); one with anything else in it is left alone."""
+    import shutil
+
+    if os.path.isdir(run_dir) and set(os.listdir(run_dir)) <= {".hydra", "ganrun.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def resume_command(hydra_cfg, checkpoint: str) -> str:

@@ -32,11 +32,11 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ganrun.errors import UserError
-from ganrun.regularizers import REGULARIZERS, Regularizer, in_unit_interval
+from ganrun.ranges import above, at_least, between
+from ganrun.regularizers import REGULARIZERS, Regularizer
 from ganrun.samples import evaluating
 
 log = logging.getLogger("ganrun")
@@ -87,33 +87,23 @@ class DynGAN(Regularizer):
 
     @dataclass
     class Config:
-        delta: float = MISSING
-        ema: float = MISSING
-        detect_every: int | None = MISSING
-        partition_every: int | None = MISSING
-        min_collapsed: float = MISSING
-        max_partitions: int = MISSING
-        kmeans_iterations: int = MISSING
+        delta: float = above(0)
+        ema: float = between(0, 1)
+        detect_every: int | None = at_least(1)
+        partition_every: int | None = at_least(1)
+        min_collapsed: float = between(0, 1)
+        max_partitions: int = at_least(2)
+        kmeans_iterations: int = at_least(1)
 
     @staticmethod
     def check(params, cfg) -> None:
-        if not params.delta > 0:
-            raise UserError(f"regularizer.dyngan.delta must be > 0 (got {params.delta})")
-        in_unit_interval("dyngan", "ema", params.ema)
-        in_unit_interval("dyngan", "min_collapsed", params.min_collapsed)
         if (params.detect_every is None) != (params.partition_every is None):
             raise UserError("regularizer.dyngan: set both detect_every and partition_every, or "
                             "neither (null: 1/60 and 1/10 of train.steps)")
-        for key in ("detect_every", "partition_every", "kmeans_iterations"):
-            if params[key] is not None and params[key] < 1:
-                raise UserError(f"regularizer.dyngan.{key} must be >= 1 (got {params[key]})")
         if params.detect_every is not None and params.partition_every % params.detect_every:
             raise UserError(f"regularizer.dyngan.partition_every={params.partition_every} must "
                             f"be a multiple of detect_every={params.detect_every} (partitions "
                             "are made from a detection)")
-        if params.max_partitions < 2:
-            raise UserError(f"regularizer.dyngan.max_partitions must be >= 2 (got "
-                            f"{params.max_partitions})")
         if cfg.model.conditional:
             raise UserError("regularizer dyngan conditions G and D on its partitions: it "
                             "cannot be combined with model.conditional=true")

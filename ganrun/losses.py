@@ -21,6 +21,7 @@ from omegaconf import MISSING
 from torch import Tensor
 
 from ganrun.errors import UserError, one_of
+from ganrun.ranges import above, finite
 from ganrun.registry import Registry
 
 Target = float | Tensor
@@ -121,9 +122,9 @@ class LeastSquaresLoss(AdversarialLoss):
 
     @dataclass
     class Config(LossConfig):
-        a: float = MISSING
-        b: float = MISSING
-        c: float = MISSING
+        a: float = finite()
+        b: float = finite()
+        c: float = finite()
 
     def __init__(self, a: float = 0.0, b: float = 1.0, c: float = 1.0):
         self.a, self.b, self.c = a, b, c
@@ -184,14 +185,14 @@ class MMDLoss(AdversarialLoss):
     class Config(LossConfig):
         space: str = MISSING
         kernel: str = MISSING
-        bandwidths: list[float] = MISSING
+        bandwidths: list[float] = above(0)
 
     @staticmethod
     def check(params, cfg) -> None:
         one_of("loss.space", params.space, ("features", "samples"))
         one_of("loss.kernel", params.kernel, ("rbf", "rq"))
-        if not params.bandwidths or min(params.bandwidths) <= 0:
-            raise UserError("loss.bandwidths must be a non-empty list of positive numbers")
+        if not params.bandwidths:  # each > 0: its declared range
+            raise UserError("loss.bandwidths=[]: must be a non-empty list of bandwidths")
 
     def __init__(self, space: str = "features", kernel: str = "rbf",
                  bandwidths: list[float] | tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)):

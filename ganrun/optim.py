@@ -13,6 +13,7 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor
 
+from ganrun.ranges import above, at_least, between
 from ganrun.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -22,11 +23,11 @@ DECAYS = ("none", "linear", "cosine")
 @dataclass
 class OptimConfig:
     name: str = MISSING
-    lr_g: float = MISSING
-    lr_d: float = MISSING
-    weight_decay: float = MISSING
-    n_critic: int = MISSING
-    n_gen: int = MISSING
+    lr_g: float = above(0)
+    lr_d: float = above(0)
+    weight_decay: float = at_least(0)
+    n_critic: int = at_least(1)
+    n_gen: int = at_least(1)
     decay: str = MISSING
 
 
@@ -63,8 +64,8 @@ class Adam(Optimizer):
 
     @dataclass
     class Config(OptimConfig):
-        betas: list[float] = MISSING
-        eps: float = MISSING
+        betas: list[float] = between(0, 1, high_open=True)
+        eps: float = above(0)
 
     @staticmethod
     def build(cfg, params, lr):
@@ -106,9 +107,9 @@ class RMSprop(Optimizer):
 
     @dataclass
     class Config(OptimConfig):
-        alpha: float = MISSING
-        eps: float = MISSING
-        momentum: float = MISSING
+        alpha: float = between(0, 1)
+        eps: float = above(0)
+        momentum: float = at_least(0)
 
     @staticmethod
     def build(cfg, params, lr):
@@ -122,7 +123,7 @@ class SGD(Optimizer):
 
     @dataclass
     class Config(OptimConfig):
-        momentum: float = MISSING
+        momentum: float = at_least(0)
         nesterov: bool = MISSING
 
     @staticmethod
@@ -158,7 +159,7 @@ class Adagrad(Optimizer):
 
     @dataclass
     class Config(OptimConfig):
-        eps: float = MISSING
+        eps: float = above(0)
 
     @staticmethod
     def build(cfg, params, lr):
@@ -171,8 +172,8 @@ class Adadelta(Optimizer):
 
     @dataclass
     class Config(OptimConfig):
-        rho: float = MISSING
-        eps: float = MISSING
+        rho: float = between(0, 1)
+        eps: float = above(0)
 
     @staticmethod
     def build(cfg, params, lr):

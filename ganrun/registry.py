@@ -1,9 +1,10 @@
 """One registry per kind of component (loss, regularizer, optimizer).
 
 A component is a class with a `name`, its config schema as a nested dataclass
-`Config` (every field MISSING: the YAML holds the defaults) and, where it has
-rules beyond types, a `check(params, cfg)` that raises `UserError`. A decorator
-files it, so adding a technique is one Python class and one YAML:
+`Config` (no defaults: the YAML holds them; every numeric field declares its range,
+ganrun.ranges) and, where it has rules beyond types and ranges, a
+`check(params, cfg)` that raises `UserError`. A decorator files it, so adding a
+technique is one Python class and one YAML:
 
     @REGULARIZERS.register
     class MyPenalty(Regularizer):
@@ -11,7 +12,8 @@ files it, so adding a technique is one Python class and one YAML:
 
         @dataclass
         class Config:
-            weight: float = MISSING
+            weight: float = at_least(0)
+            enabled_after: int = at_least(0)
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ganrun.errors import UserError
 from ganrun.models.layers import Maxout
+from ganrun.ranges import above, at_least, between
 from ganrun.registry import Registry
 
 REGULARIZERS = Registry("regularizer")
@@ -120,11 +121,6 @@ class Regularizer:
         return {h for h in HOOKS if getattr(cls, h) is not getattr(Regularizer, h)}
 
 
-def in_unit_interval(name: str, key: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"regularizer.{name}.{key} must be in [0, 1] (got {value})")
-
-
 # --- penalties on D ---------------------------------------------------------------------
 
 
@@ -149,7 +145,7 @@ class GradientPenalty(Regularizer):
 
     @dataclass
     class Config:
-        weight: float = MISSING
+        weight: float = at_least(0)
         one_sided: bool = MISSING
 
     def __init__(self, weight: float = 10.0, one_sided: bool = False):
@@ -176,8 +172,8 @@ class R1Penalty(Regularizer):
 
     @dataclass
     class Config:
-        gamma: float = MISSING
-        every: int = MISSING
+        gamma: float = at_least(0)
+        every: int = at_least(1)
 
     def __init__(self, gamma: float = 10.0, every: int = 1):
         self.gamma = gamma
@@ -208,8 +204,8 @@ class DRAGANPenalty(Regularizer):
 
     @dataclass
     class Config:
-        weight: float = MISSING
-        c: float = MISSING
+        weight: float = at_least(0)
+        c: float = at_least(0)
 
     def __init__(self, weight: float = 10.0, c: float = 0.5):
         self.weight = weight
@@ -238,12 +234,7 @@ class WeightClip(Regularizer):
 
     @dataclass
     class Config:
-        clip: float = MISSING
-
-    @staticmethod
-    def check(params, cfg) -> None:
-        if not params.clip > 0:
-            raise UserError("regularizer.weight_clip.clip must be > 0")
+        clip: float = above(0)
 
     def __init__(self, clip: float = 0.01):
         self.clip = clip
@@ -267,7 +258,7 @@ class SpectralNorm(Regularizer):
 
     @dataclass
     class Config:
-        n_power_iterations: int = MISSING
+        n_power_iterations: int = at_least(1)
         generator: bool = MISSING
 
     order = 5  # after the layers other regularizers add to D's head
@@ -293,13 +284,12 @@ class Dropout(Regularizer):
 
     @dataclass
     class Config:
-        rate: float = MISSING
+        rate: float = between(0, 1, high_open=True)
         d: bool = MISSING
         g: bool = MISSING
 
     @staticmethod
     def check(params, cfg) -> None:
-        in_unit_interval("dropout", "rate", params.rate)
         if not (params.d or params.g):
             raise UserError("regularizer.dropout: set d=true and/or g=true")
 
@@ -368,8 +358,8 @@ class MinibatchDiscriminationLayer(Regularizer):
 
     @dataclass
     class Config:
-        kernels: int = MISSING
-        kernel_dim: int = MISSING
+        kernels: int = at_least(1)
+        kernel_dim: int = at_least(1)
 
     def __init__(self, kernels: int = 32, kernel_dim: int = 8):
         self.kernels, self.kernel_dim = kernels, kernel_dim
@@ -387,7 +377,7 @@ class MinibatchStdDevLayer(Regularizer):
 
     @dataclass
     class Config:
-        group_size: int = MISSING
+        group_size: int = at_least(2)
 
     def __init__(self, group_size: int = 4):
         self.group_size = group_size
@@ -414,12 +404,10 @@ class PacGAN(Regularizer):
 
     @dataclass
     class Config:
-        pack: int = MISSING
+        pack: int = at_least(2)
 
     @staticmethod
     def check(params, cfg) -> None:
-        if params.pack < 2:
-            raise UserError(f"regularizer.pacgan.pack must be >= 2 (got {params.pack})")
         if cfg.model.conditional:
             raise UserError("regularizer pacgan judges packs of samples of different classes: "
                             "it cannot be combined with model.conditional=true")
@@ -440,11 +428,7 @@ class LabelSmoothing(Regularizer):
 
     @dataclass
     class Config:
-        alpha: float = MISSING
-
-    @staticmethod
-    def check(params, cfg) -> None:
-        in_unit_interval("label_smoothing", "alpha", params.alpha)
+        alpha: float = between(0, 1)
 
     def __init__(self, alpha: float = 0.9):
         self.alpha = alpha
@@ -463,11 +447,7 @@ class LabelNoise(Regularizer):
 
     @dataclass
     class Config:
-        fraction: float = MISSING
-
-    @staticmethod
-    def check(params, cfg) -> None:
-        in_unit_interval("label_noise", "fraction", params.fraction)
+        fraction: float = between(0, 1)
 
     def __init__(self, fraction: float = 0.05):
         self.fraction = fraction
@@ -490,8 +470,8 @@ class InstanceNoise(Regularizer):
 
     @dataclass
     class Config:
-        std: float = MISSING
-        anneal_steps: int | None = MISSING
+        std: float = at_least(0)
+        anneal_steps: int | None = at_least(1)
 
     def __init__(self, std: float = 0.1, anneal_steps: int | None = None, total_steps: int = 1):
         self.std = std
@@ -516,12 +496,11 @@ class ExperienceReplay(Regularizer):
 
     @dataclass
     class Config:
-        size: int = MISSING
-        fraction: float = MISSING
+        size: int = at_least(1)
+        fraction: float = between(0, 1)
 
     @staticmethod
     def check(params, cfg) -> None:
-        in_unit_interval("experience_replay", "fraction", params.fraction)
         if cfg.model.conditional:
             raise UserError("regularizer experience_replay keeps past fakes without their "
                             "labels: it cannot be combined with model.conditional=true")
@@ -569,14 +548,12 @@ class Unrolled(Regularizer):
 
     @dataclass
     class Config:
-        steps: int = MISSING
+        steps: int = at_least(1)
 
     @staticmethod
     def check(params, cfg) -> None:
         from ganrun.optim import OPTIMIZERS
 
-        if params.steps < 1:
-            raise UserError(f"regularizer.unrolled.steps must be >= 1 (got {params.steps})")
         able = [n for n, c in OPTIMIZERS.items() if c.differentiable]
         if cfg.optim.name not in able:
             raise UserError(f"regularizer unrolled differentiates through D's optimizer; "
@@ -618,7 +595,7 @@ class FeatureMatching(Regularizer):
 
     @dataclass
     class Config:
-        weight: float = MISSING
+        weight: float = at_least(0)
 
     needs_real_features = True
 
@@ -639,8 +616,8 @@ class Diversity(Regularizer):
 
     @dataclass
     class Config:
-        weight: float = MISSING
-        eps: float = MISSING
+        weight: float = at_least(0)
+        eps: float = above(0)
 
     @staticmethod
     def check(params, cfg) -> None:
@@ -668,7 +645,7 @@ class HistoricalAveraging(Regularizer):
 
     @dataclass
     class Config:
-        weight: float = MISSING
+        weight: float = at_least(0)
         generator: bool = MISSING
 
     def __init__(self, weight: float = 1e-3, generator: bool = True):
@@ -732,12 +709,8 @@ class EMA(Regularizer):
 
     @dataclass
     class Config:
-        decay: float = MISSING
+        decay: float = between(0, 1)
         warmup: bool = MISSING
-
-    @staticmethod
-    def check(params, cfg) -> None:
-        in_unit_interval("ema", "decay", params.decay)
 
     def __init__(self, decay: float = 0.999, warmup: bool = True):
         self.decay, self.warmup = decay, warmup

@@ -29,6 +29,7 @@ from ganrun.models import MODELS as _MODELS
 from ganrun.models.layers import ACTIVATIONS, OUT_ACTIVATIONS
 from ganrun.optim import DECAYS
 from ganrun.optim import OPTIMIZERS as _OPTIMIZERS
+from ganrun.ranges import SEED_LIMIT, above, at_least, between, check_ranges
 from ganrun.regularizers import REGULARIZERS as _REGULARIZERS
 
 # Every component's schema lives beside its code (a `Config` in its registry) and is
@@ -40,7 +41,7 @@ from ganrun.regularizers import REGULARIZERS as _REGULARIZERS
 class TrainerConfig:
     accelerator: str = MISSING
     devices: Any = MISSING
-    num_nodes: int = MISSING
+    num_nodes: int = at_least(1)
     precision: str = MISSING
     strategy: str = MISSING
     deterministic: bool = MISSING
@@ -49,53 +50,53 @@ class TrainerConfig:
 @dataclass
 class LoggerConfig:
     name: str = MISSING
-    flush_secs: int = MISSING
+    flush_secs: int = at_least(1)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = MISSING
-    ckpt_every: int = MISSING
-    ckpt_minutes: float = MISSING  # > 0: callbacks.checkpoint refuses others
-    check_every: int = MISSING
+    steps: int = at_least(1)
+    ckpt_every: int = at_least(1)
+    ckpt_minutes: float = above(0)
+    check_every: int = at_least(1)
     on_diverge: str = MISSING
-    max_restores: int = MISSING
-    restore_lr_factor: float = MISSING
+    max_restores: int = at_least(0)
+    restore_lr_factor: float = between(0, 1, low_open=True)
 
 
 @dataclass
 class LogConfig:
-    every: int = MISSING
-    sample_every: int = MISSING
-    n_samples: int = MISSING
+    every: int = at_least(1)
+    sample_every: int = at_least(1)
+    n_samples: int = at_least(1)
 
 
 @dataclass
 class MetricsConfig:
     names: list[str] = MISSING
-    every: int = MISSING
-    n_fake: int = MISSING
-    n_real: int = MISSING
+    every: int = at_least(1)
+    n_fake: int = at_least(1)
+    n_real: int = at_least(1)
     extractor: str = MISSING
     inception_weights: str | None = MISSING
-    batch_size: int = MISSING
-    pr_k: int = MISSING
-    dc_k: int = MISSING
-    kid_subsets: int = MISSING
-    kid_subset_size: int = MISSING
-    is_splits: int = MISSING
-    ppl_samples: int = MISSING
-    ppl_epsilon: float = MISSING
+    batch_size: int = at_least(1)
+    pr_k: int = at_least(1)
+    dc_k: int = at_least(1)
+    kid_subsets: int = at_least(1)
+    kid_subset_size: int = at_least(1)
+    is_splits: int = at_least(1)
+    ppl_samples: int = at_least(1)
+    ppl_epsilon: float = between(0, 1, low_open=True, high_open=True)
     ppl_sampling: str = MISSING
     ppl_net: str = MISSING
     lpips_weights: str | None = MISSING
-    class_min_share: float = MISSING
-    modes_threshold: float = MISSING
-    modes_min_count: int | None = MISSING
-    modes_min_share: float = MISSING
+    class_min_share: float = above(0)
+    modes_threshold: float = above(0)
+    modes_min_count: int | None = at_least(1)
+    modes_min_share: float = above(0)
     modes_kl: str = MISSING
-    classifier_steps: int = MISSING
-    classifier_holdout: float = MISSING
+    classifier_steps: int = at_least(1)
+    classifier_holdout: float = between(0, 1, low_open=True, high_open=True)
     cache_dir: str = MISSING
 
 
@@ -109,12 +110,12 @@ EXTRACTORS = ("auto", "classifier", "inception", "random_conv", "raw")
 @dataclass
 class SampleConfig:
     latent: str = MISSING
-    truncation: float | None = MISSING
+    truncation: float | None = above(0)
 
 
 @dataclass
 class RootConfig:
-    seed: int = MISSING
+    seed: int = between(0, SEED_LIMIT - 1)
     ckpt_path: str | None = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -155,6 +156,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     missing = sorted(OmegaConf.missing_keys(out))
     if missing:
         raise UserError(f"{missing[0]}: no value given (set it with {missing[0]}=...)")
+    _check_ranges(out)
     _check_values(out)
     return out
 
@@ -235,35 +237,21 @@ def _short(e: OmegaConfBaseException) -> str:
     return str(e).splitlines()[0]
 
 
+def _check_ranges(cfg: DictConfig) -> None:
+    """Every numeric key of every group, component and global key within its declared
+    range (ganrun.ranges), before any rule that computes with them."""
+    for group, options in groups().items():
+        check_ranges(options[cfg[group].name], cfg[group], prefix=f"{group}.")
+    for name, params in cfg.regularizer.items():
+        check_ranges(_REGULARIZERS[name].Config, params, prefix=f"regularizer.{name}.")
+    check_ranges(RootConfig, cfg)
+
+
 def _check_values(cfg: DictConfig) -> None:
-    positive = {
-        "optim.lr_g": cfg.optim.lr_g,
-        "optim.lr_d": cfg.optim.lr_d,
-        "optim.n_critic": cfg.optim.n_critic,
-        "optim.n_gen": cfg.optim.n_gen,
-        "dataset.batch_size": cfg.dataset.batch_size,
-        "model.latent_dim": cfg.model.latent_dim,
-        "train.steps": cfg.train.steps,
-        "train.ckpt_every": cfg.train.ckpt_every,
-        "train.check_every": cfg.train.check_every,
-        "log.every": cfg.log.every,
-        "log.sample_every": cfg.log.sample_every,
-        "log.n_samples": cfg.log.n_samples,
-    }
-    for key, value in positive.items():
-        if not value > 0:
-            raise UserError(f"{key} must be > 0 (got {value})")
     one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
     one_of("train.on_diverge", cfg.train.on_diverge, ("stop", "restore"))
-    if cfg.train.max_restores < 0:
-        raise UserError(f"train.max_restores must be >= 0 (got {cfg.train.max_restores})")
-    if not 0 < cfg.train.restore_lr_factor <= 1:
-        raise UserError(f"train.restore_lr_factor must be in (0, 1] (got "
-                        f"{cfg.train.restore_lr_factor})")
     one_of("optim.decay", cfg.optim.decay, DECAYS)
     one_of("sample.latent", cfg.sample.latent, ("normal", "uniform"))
-    if cfg.sample.truncation is not None and not cfg.sample.truncation > 0:
-        raise UserError(f"sample.truncation must be > 0 or null (got {cfg.sample.truncation})")
     _check_model(cfg)
     _check_loss_and_regularizers(cfg)
     check_metrics(cfg)
@@ -301,20 +289,10 @@ def check_metrics(cfg: DictConfig) -> None:
     if metrics.extractor == "raw" and not points:
         raise UserError("metrics.extractor=raw is for the 2-D mixtures; use classifier, inception "
                         "or random_conv")
-    for key in ("every", "n_fake", "n_real", "batch_size", "pr_k", "dc_k", "kid_subsets",
-                "kid_subset_size", "is_splits", "classifier_steps"):
-        if not metrics[key] > 0:
-            raise UserError(f"metrics.{key} must be > 0 (got {metrics[key]})")
+    check_ranges(MetricsConfig, metrics, prefix="metrics.")  # ganrun-eval's options too
     one_of("metrics.modes_kl", metrics.modes_kl, KL_HISTOGRAMS)
     one_of("metrics.ppl_sampling", metrics.ppl_sampling, PPL_SAMPLINGS)
     one_of("metrics.ppl_net", metrics.ppl_net, PPL_NETS)
-    if not 0 < metrics.ppl_epsilon < 1:
-        raise UserError(f"metrics.ppl_epsilon must be in (0, 1) (got {metrics.ppl_epsilon})")
-    if not metrics.modes_threshold > 0:
-        raise UserError(f"metrics.modes_threshold must be > 0 (got {metrics.modes_threshold})")
-    if metrics.modes_min_count is not None and metrics.modes_min_count < 1:
-        raise UserError(f"metrics.modes_min_count must be >= 1 or null (got "
-                        f"{metrics.modes_min_count})")
     counts(metrics, metrics.n_fake, None, "generated samples (metrics.n_fake)")
 
 
@@ -339,8 +317,6 @@ def _check_model(cfg: DictConfig) -> None:
     else:
         if dataset.channels not in (1, 3):
             raise UserError(f"dataset.channels must be 1 or 3 (got {dataset.channels})")
-        if dataset.image_size < 4:
-            raise UserError(f"dataset.image_size must be >= 4 (got {dataset.image_size})")
     sizes = _MODELS[model.name].image_sizes
     if sizes and dataset.image_size not in sizes:
         raise UserError(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ganrun.errors import UserError
 from ganrun.outputs import checkpoint_of
+from ganrun.ranges import SEED_LIMIT
 
 log = logging.getLogger("ganrun")
 
@@ -30,7 +31,6 @@ USAGE_EVAL = ("usage: ganrun-eval <run dir or checkpoint> [--images FOLDER] [n_f
               "[inception_weights=PATH] [ppl_samples=N] [ppl_sampling=end|full] "
               "[ppl_net=auto|lpips|extractor] [lpips_weights=PATH]")
 RUN = "run"  # truncation=RUN: the run's own sample.truncation
-SEED_LIMIT = 2**32  # seeds in [0, 2**32), as Lightning's seed_everything takes them
 
 
 def boolean(value: str) -> bool:

@@ -23,7 +23,7 @@ def ganrun(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     ("optim.lr_d=abc", ["optim.lr_d", "'abc'", "float"]),
     ("optim.lrr=1", ["optim.lrr: not a key of optim", "lr_g, lr_d"]),
     ("+optim.lrr=1", ["optim.lrr: unknown key for optim=adam", "lr_g, lr_d"]),
-    ("optim.lr_g=-1", ["optim.lr_g must be > 0 (got -1.0)"]),
+    ("optim.lr_g=-1", ["optim.lr_g=-1: must be finite and > 0"]),
     ("model=dcgan dataset.image_size=24", ["dataset.image_size=24", "model=dcgan", "8, 16, 32, 64"]),
     ("loss=hinge regularizer=[label_smoothing]", ["label_smoothing", "loss=hinge"]),
 ])
@@ -36,6 +36,20 @@ def test_bad_overrides_stop_before_training_and_name_the_key(tmp_path, override,
     assert "Traceback" not in output
     # Nothing trained: no checkpoint, no events.
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("events.out*"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["regularizer=[spectral_norm]", "regularizer.spectral_norm.n_power_iterations=0"],
+     "regularizer.spectral_norm.n_power_iterations=0: must be an integer >= 1"),
+    (["optim.betas=[0.5,1.0]"], "optim.betas[1]=1: must be finite and in [0, 1)"),
+    (["optim.lr_g=nan"], "optim.lr_g=nan: must be finite and > 0"),
+])
+def test_a_value_out_of_range_is_one_line_and_leaves_no_run(tmp_path, overrides, message):
+    """ganrun.ranges through the console script (tests/test_ranges.py: every key)."""
+    proc = ganrun(*overrides, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"ganrun: error: {message}"]
+    assert not any((tmp_path / "outputs" / "runs").iterdir())  # no run directory left
 
 
 def test_full_error_shows_the_traceback(tmp_path):

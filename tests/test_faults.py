@@ -181,12 +181,12 @@ def test_same_seed_gives_bit_identical_losses_and_metrics(train_fast):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("optim.lr_d=0", "optim.lr_d must be > 0 (got 0.0)"),
-    ("dataset.batch_size=0", "dataset.batch_size must be > 0 (got 0)"),
-    ("train.steps=-5", "train.steps must be > 0 (got -5)"),
-    ("train.check_every=0", "train.check_every must be > 0 (got 0)"),
+    ("optim.lr_d=0", "optim.lr_d=0: must be finite and > 0"),
+    ("dataset.batch_size=0", "dataset.batch_size=0: must be an integer >= 1"),
+    ("train.steps=-5", "train.steps=-5: must be an integer >= 1"),
+    ("train.check_every=0", "train.check_every=0: must be an integer >= 1"),
     ("train.on_diverge=retry", "train.on_diverge: 'retry' is not supported; valid: stop, restore"),
-    ("train.restore_lr_factor=2", "train.restore_lr_factor must be in (0, 1] (got 2.0)"),
+    ("train.restore_lr_factor=2", "train.restore_lr_factor=2: must be finite and in (0, 1]"),
     ("metrics.extractor=vgg", "metrics.extractor: 'vgg' is not supported; valid: auto, classifier"),
     ("model=dcgan dataset.image_size=128", "dataset.image_size=128 is not supported by "
                                            "model=dcgan; valid: 8, 16, 32, 64"),

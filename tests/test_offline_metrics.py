@@ -156,7 +156,7 @@ def test_guards_refuse_below_the_minimum_and_adapt_above_it():
                           "dc need at least 50; use more samples or leave them out "
                           "(metrics.names; ganrun-eval names=)"),
     ("metrics.kid_subset_size=20", "metrics.kid_subset_size=20: KID needs subsets of at least 50 samples"),
-    ("metrics.is_splits=0", "metrics.is_splits must be > 0 (got 0)"),
+    ("metrics.is_splits=0", "metrics.is_splits=0: must be an integer >= 1"),
 ])
 def test_guards_refuse_a_config_before_training(override, message):
     proc = subprocess.run([GANRUN, override], capture_output=True, text=True, env=cli_env())

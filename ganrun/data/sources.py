@@ -24,6 +24,7 @@ from omegaconf import MISSING
 from torch import Tensor
 
 from ganrun.errors import UserError
+from ganrun.ranges import above, at_least, between
 from ganrun.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,9 @@ def load_dataset(cfg) -> Dataset:
 class ImageConfig:
     name: str = MISSING
     root: str | None = MISSING
-    image_size: int = MISSING
-    channels: int = MISSING
-    batch_size: int = MISSING
+    image_size: int = at_least(4)
+    channels: int = between(1, 3)
+    batch_size: int = at_least(1)
 
 
 @dataclass
@@ -94,19 +95,19 @@ class DownloadableConfig(ImageConfig):
 @dataclass
 class Ring8Config:
     name: str = MISSING
-    batch_size: int = MISSING
-    n_samples: int = MISSING
-    radius: float = MISSING
-    std: float = MISSING
+    batch_size: int = at_least(1)
+    n_samples: int = at_least(1)
+    radius: float = above(0)
+    std: float = above(0)
 
 
 @dataclass
 class Grid25Config:
     name: str = MISSING
-    batch_size: int = MISSING
-    n_samples: int = MISSING
-    spacing: float = MISSING
-    std: float = MISSING
+    batch_size: int = at_least(1)
+    n_samples: int = at_least(1)
+    spacing: float = above(0)
+    std: float = above(0)
 
 
 # --- embedded ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ganrun.models.layers import (
     ModelFamily,
     make_activation,
 )
+from ganrun.ranges import at_least
 
 
 @MODELS.register
@@ -33,7 +34,7 @@ class DCGAN(ModelFamily):
 
     @dataclass
     class Config(ModelConfig):
-        base_channels: int = MISSING
+        base_channels: int = at_least(1)
         upsample: str = MISSING
 
     @staticmethod

@@ -9,6 +9,7 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
 
+from ganrun.ranges import at_least, between
 from ganrun.registry import Registry
 
 MODELS = Registry("model")
@@ -19,12 +20,12 @@ OUT_ACTIVATIONS = ("auto", "tanh", "sigmoid", "none")
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    latent_dim: int = MISSING
+    latent_dim: int = at_least(1)
     conditional: bool = MISSING
-    embed_dim: int = MISSING
+    embed_dim: int = at_least(1)
     activation: str = MISSING
     activation_d: str | None = MISSING
-    leaky_slope: float = MISSING
+    leaky_slope: float = between(0, 1, high_open=True)
     batch_norm_g: bool = MISSING
     batch_norm_d: bool = MISSING
     out_activation: str = MISSING

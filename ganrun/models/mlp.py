@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ganrun.errors import UserError
@@ -18,6 +17,7 @@ from ganrun.models.layers import (
     ModelFamily,
     make_activation,
 )
+from ganrun.ranges import at_least
 
 
 @MODELS.register
@@ -28,19 +28,15 @@ class MLP(ModelFamily):
 
     @dataclass
     class Config(ModelConfig):
-        hidden_dims: list[int] = MISSING
-        hidden_dims_d: list[int] | None = MISSING
-        maxout_pieces: int = MISSING
+        hidden_dims: list[int] = at_least(1)
+        hidden_dims_d: list[int] | None = at_least(1)
+        maxout_pieces: int = at_least(2)
 
     @staticmethod
     def check(params, cfg) -> None:
-        if params.maxout_pieces < 2:
-            raise UserError(f"model.maxout_pieces must be >= 2 (got {params.maxout_pieces})")
-        for key in ("hidden_dims", "hidden_dims_d"):
-            widths = params[key]
-            if widths is not None and (not widths or min(widths) < 1):
-                raise UserError(f"model.{key} must be a non-empty list of positive widths "
-                                f"(got {list(widths)})")
+        for key in ("hidden_dims", "hidden_dims_d"):  # each width >= 1: its declared range
+            if params[key] is not None and not params[key]:
+                raise UserError(f"model.{key}=[]: must be a non-empty list of widths")
 
     @staticmethod
     def build(cfg, data_shape, num_classes, out_activation):

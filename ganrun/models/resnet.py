@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ganrun.models.dcgan import n_resamples
@@ -24,6 +23,7 @@ from ganrun.models.layers import (
     ModelFamily,
     make_activation,
 )
+from ganrun.ranges import at_least
 
 
 @MODELS.register
@@ -33,8 +33,8 @@ class ResNet(ModelFamily):
 
     @dataclass
     class Config(ModelConfig):
-        g_channels: int = MISSING
-        d_channels: int = MISSING
+        g_channels: int = at_least(1)
+        d_channels: int = at_least(1)
 
     @staticmethod
     def build(cfg, data_shape, num_classes, out_activation):
