@@ -153,6 +153,9 @@ def explain(error: Exception, args: list[str]) -> str:
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         return _unknown_key(unknown.group(1), args)
+    ambiguous = re.search(r"Ambiguous value for argument '([^']+)'", text)
+    if ambiguous:
+        return _comma_list(ambiguous.group(1), args)
     if "LexerNoViableAltException" in text or "ParseException" in text or "mismatched" in text:
         bad = next((a for a in args if a in text), text.splitlines()[0])
         return (f"cannot read the override {bad}: Hydra's grammar refuses a character in it; "
@@ -180,10 +183,34 @@ def _unknown_key(key: str, args: list[str]) -> str:
     return f"{key}: not a key of {parent}; {near}valid keys: {', '.join(valid)}{add}"
 
 
-def _keys_under(node: str, args: list[str]) -> list[str] | None:
-    """The keys of `node` in the config the other overrides compose (sweeps take their
-    first value); None when that cannot be composed."""
-    from omegaconf import DictConfig, OmegaConf
+def _comma_list(override: str, args: list[str]) -> str:
+    """`key=a,b` in a single run (Hydra: "Ambiguous value"): brackets where the key takes
+    a list (a list group such as regularizer, or a list key such as optim.betas), -m where
+    the values are meant as a sweep."""
+    from omegaconf import ListConfig
+
+    key, _, values = override.partition("=")
+    name = key.lstrip("+~")
+    sweep = f"add -m to sweep over {' and '.join(values.split(','))}"
+    current = _value_of(name, [a for a in args if a != override])
+    if name in list_groups() or isinstance(current, ListConfig):
+        return f"{override}: a list needs brackets: use {key}=[{values}] (or {sweep})"
+    quote = f"; a string with a comma in it: quote it, {key}='{values}'" \
+        if isinstance(current, str) else ""
+    return f"{override}: one value per key in a single run; {sweep}{quote}"
+
+
+def list_groups() -> list[str]:
+    """The groups that take a list of options (`regularizer: []` in train.yaml's defaults)."""
+    defaults = yaml.safe_load((_configs() / "train.yaml").read_text())["defaults"]
+    return [k for entry in defaults if isinstance(entry, dict)
+            for k, v in entry.items() if isinstance(v, list)]
+
+
+def _value_of(key: str, args: list[str]):
+    """`key`'s value in the config the other overrides compose (sweeps take their first
+    value); None when there is none or that cannot be composed."""
+    from omegaconf import OmegaConf
 
     from ganrun.cli import compose_config
 
@@ -193,7 +220,15 @@ def _keys_under(node: str, args: list[str]) -> list[str] | None:
         cfg, _ = compose_config(*single)
     except Exception:  # noqa: BLE001 - only a hint is lost
         return None
-    value = OmegaConf.select(cfg, node)
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _keys_under(node: str, args: list[str]) -> list[str] | None:
+    """The keys of `node` in the config the other overrides compose (sweeps take their
+    first value); None when that cannot be composed."""
+    from omegaconf import DictConfig
+
+    value = _value_of(node, args)
     if not isinstance(value, DictConfig):
         return None
     return [k for k in value if k not in HIDDEN_KEYS and k != "name"]  # name: the option's

@@ -49,6 +49,31 @@ def test_typos_name_the_nearest_valid_choice(tmp_path, args, expected):
     assert "study" not in line  # plumbing of the presets, not an option
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["regularizer=ema,spectral_norm"],
+     "ganrun: error: regularizer=ema,spectral_norm: a list needs brackets: use "
+     "regularizer=[ema,spectral_norm] (or add -m to sweep over ema and spectral_norm)"),
+    (["optim.betas=0.5,0.9"], "ganrun: error: optim.betas=0.5,0.9: a list needs brackets: use "
+                              "optim.betas=[0.5,0.9] (or add -m to sweep over 0.5 and 0.9)"),
+    (["seed=0,1"], "ganrun: error: seed=0,1: one value per key in a single run; add -m to "
+                   "sweep over 0 and 1"),
+    (["loss=bce,hinge"], "ganrun: error: loss=bce,hinge: one value per key in a single run; add "
+                         "-m to sweep over bce and hinge"),
+])
+def test_a_comma_list_in_a_single_run_names_the_fix(tmp_path, args, expected):
+    """Hydra's "Ambiguous value" (its fix lines cut by the one-line message) as one line
+    that keeps the fix: brackets for a list group or key, -m for a sweep."""
+    assert one_line_error(ganrun(*args, cwd=tmp_path)) == expected
+
+
+def test_a_comma_list_with_m_is_still_a_sweep(tmp_path):
+    proc = ganrun("-m", "regularizer=ema,spectral_norm", "train.steps=1", "log.every=1",
+                  "metrics=none", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0_regularizer=ema", "1_regularizer=spectral_norm"], jobs
+
+
 def test_tilde_in_a_path_is_the_home_folder_as_typed(tmp_path):
     make_image_folder(tmp_path / "home" / "faces", n=12, size=(16, 16))
     env = {**cli_env(), "HOME": str(tmp_path / "home")}
