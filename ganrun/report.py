@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import yaml
 
-from ganrun.outputs import read_json, restore_non_finite
+from ganrun.outputs import read_json, restore_non_finite, varied_overrides
 from ganrun.stats import ci95_half_width, welch_p
 
 # Lower is better for these; higher for the rest.
@@ -113,13 +113,33 @@ def _configured_dataset(path: Path) -> str | None:
     return dataset.get("name") if isinstance(dataset, dict) else None
 
 
+def configuration(overrides: list[str], sweep: Path) -> str:
+    """A job's configuration: the overrides that tell it apart from its sweep's other jobs
+    (what they all share left out, as in the job directories' names), but its seed, which
+    a configuration's rows are averaged over; all of them but the seed where that leaves
+    none (a sweep over seeds only)."""
+    def label(sweep_dir: Path | None) -> str:
+        return ",".join(line for key, line in varied_overrides(overrides, sweep_dir)
+                        if key != "seed")
+
+    return label(sweep) or label(None) or "(defaults)"
+
+
+def as_logged(name: str, names) -> str:
+    """A metric name as typed (FID, Loss/G) as the jobs logged it (fid, loss/g); as typed
+    when they logged no such metric."""
+    if name in names:
+        return name
+    return next((n for n in sorted(names) if n.lower() == name.lower()), name)
+
+
 def read_job(path: Path) -> Job | None:
     overrides_file = path / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
         return None
     overrides = yaml.safe_load(overrides_file.read_text()) or []
     seed = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "seed"), "0")
-    config = ",".join(sorted(o for o in overrides if o.split("=", 1)[0] != "seed")) or "(defaults)"
+    config = configuration(overrides, path.parent)
     metrics_file = path / "metrics.json"
     saved = read_json(metrics_file) if metrics_file.is_file() else {
         "status": "failed", "reason": "no metrics.json (killed before it was written)"}
@@ -515,6 +535,9 @@ def report(sweep: str | Path, metric: str | None = None,
     jobs = collect(sweep)
     if not jobs:
         raise FileNotFoundError(f"{sweep}: no job directories (with .hydra/overrides.yaml)")
+    logged = {name for job in jobs for name in job.finals}
+    metric = as_logged(metric, logged) if metric is not None else None
+    columns = ["all" if c.lower() == "all" else as_logged(c, logged) for c in columns or []] or None
     groups = rank(jobs, metric)
     names = sorted({name for g in groups for name in g.names})
     if not any(j.status == "finished" for j in jobs):  # say what each job did

@@ -266,13 +266,25 @@ METRIC_OUTPUTS = {
 LOSS_OUTPUTS = ("loss/d", "loss/g", "D/real", "D/fake")
 
 
+def metric_name(key: str, name: str) -> str:
+    """A metric name as the user typed it (FID, Kid) as ganrun names it (fid, kid); an
+    unknown one is refused with the valid names."""
+    canonical = next((v for v in METRIC_NAMES if v.lower() == str(name).lower()), None)
+    if canonical is None:
+        one_of(key, name, METRIC_NAMES)
+    return canonical
+
+
 def check_metrics(cfg: DictConfig) -> None:
+    """The metrics group's options (a training run's, or ganrun-eval's), metric names
+    made canonical (metrics.names=[FID] is fid)."""
     metrics = cfg.metrics
-    for name in metrics.names:
-        one_of("metrics.names", name, METRIC_NAMES)
+    metrics.names = [metric_name("metrics.names", name) for name in metrics.names]
     target = cfg.optimized_metric
     if target is not None:
         available = [*LOSS_OUTPUTS, *(o for n in metrics.names for o in METRIC_OUTPUTS[n])]
+        target = cfg.optimized_metric = next(
+            (a for a in available if a.lower() == str(target).lower()), target)
         if target not in available:
             raise ObjectiveError(
                 f"optimized_metric={target} is not logged by this run; valid: "

@@ -78,3 +78,18 @@ def test_unknown_top_level_key_is_refused():
 def test_debug_fast_overrides_the_primary_config():
     cfg, _ = compose_cfg("debug=fast")
     assert cfg.train.steps == 10 and cfg.log.every == 1
+
+
+def test_metric_names_are_read_in_any_case():
+    from ganrun.tools import names_list
+
+    cfg, _ = compose_cfg("metrics.names=[FID,Kid,pr]", "optimized_metric=FID")
+    checked = schema.validate(cfg)
+    assert list(checked.metrics.names) == ["fid", "kid", "pr"] and checked.optimized_metric == "fid"
+    cfg, _ = compose_cfg("metrics.names=[fid,nope]")
+    with pytest.raises(UserError, match=r"^metrics.names: 'nope' is not supported; valid: fid, "
+                                        r"kid, is, pr, dc, class_coverage, modes, ppl$"):
+        schema.validate(cfg)
+    assert names_list("FID,KID") == ["fid", "kid"]  # ganrun-eval names=
+    with pytest.raises(UserError, match=r"^names: 'fide' is not supported; valid: fid, kid"):
+        names_list("fide")

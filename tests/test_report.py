@@ -100,6 +100,9 @@ def test_report_command_errors(tmp_path):
     proc = subprocess.run([GANRUN + "-report", str(sweep), "--columns", "fid,nope"],
                           capture_output=True, text=True, env=cli_env())
     assert proc.returncode == 1 and proc.stderr.startswith("ganrun-report: error: --columns nope")
+    proc = subprocess.run([GANRUN + "-report", str(sweep), "--metric", "FID"],
+                          capture_output=True, text=True, env=cli_env())
+    assert proc.returncode == 0 and "sorted by fid" in proc.stdout, proc.stderr
 
 
 def test_report_shows_health_columns_and_counts_warnings(tmp_path):
@@ -336,3 +339,42 @@ def test_each_group_ranks_by_its_own_quality_metric_and_one_dataset_splits_by_ex
     headings = [line for line in (sweep / "report.md").read_text().splitlines()
                 if line.startswith("## ")]
     assert headings[2].endswith("sorted by modes (higher is better); fid is not logged here")
+
+
+def test_metric_names_are_read_in_any_case(tmp_path):
+    sweep = tmp_path / "sweep"
+    for num, (loss, fid) in enumerate([("loss=bce", 30.0), ("loss=hinge", 20.0)]):
+        make_job(sweep, num, [loss, "seed=0"], fid=fid)
+    rows, _, _ = report(sweep, "FID", ["FID", "Loss/G", "IS"])
+    assert [r["config"] for r in rows] == ["loss=hinge", "loss=bce"]  # ranked by fid
+    md = (sweep / "report.md").read_text()
+    assert "sorted by fid (lower is better)" in md
+    assert "| fid | loss/g | is |" in md
+    rows, _, _ = report(sweep, "fid", ["ALL"])
+    assert "| fid | is | loss/g |" in (sweep / "report.md").read_text()
+
+
+def test_configurations_leave_out_the_overrides_every_job_shares(tmp_path):
+    """As the job directories are named (ganrun.outputs.varied_overrides, from the
+    sweep's multirun.yaml): `ganrun -m loss=bce,hinge train.steps=20 seed=0,1`."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        "loss=bce,hinge", "train.steps=20", "seed=0,1"]}}}))
+    num = 0
+    for loss, fids in (("loss=bce", [30.0, 32.0]), ("loss=hinge", [20.0, 22.0])):
+        for seed, fid in enumerate(fids):
+            make_job(sweep, num, [loss, "train.steps=20", f"seed={seed}"], fid=fid)
+            num += 1
+    rows, _, _ = report(sweep, "fid")
+    assert [r["config"] for r in rows] == ["loss=hinge", "loss=bce"]
+    assert [r["seeds"] for r in rows] == [2, 2]
+    # A sweep over seeds alone: its one configuration is named by what it shares.
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        "train.steps=20", "seed=0,1"]}}}))
+    for seed in (0, 1):
+        make_job(seeds, seed, ["train.steps=20", f"seed={seed}"], fid=30.0 + seed)
+    rows, _, _ = report(seeds, "fid")
+    assert [r["config"] for r in rows] == ["train.steps=20"]
