@@ -189,12 +189,34 @@ def _default_target(samples: Path, step: int, n: int, seed: int, truncation: flo
     overwriting a file already there."""
     stem = (f"sample_{step:07d}_n{n}_seed{seed}" + (f"_trunc{truncation:g}" if truncation else "")
             + (f"_class{class_}" if class_ is not None else ""))
-    suffix = "" if folder else ".png"
-    target, k = samples / (stem + suffix), 1
+    return free_path(samples, stem, "" if folder else ".png")
+
+
+def free_path(folder: Path, stem: str, suffix: str) -> Path:
+    """folder/<stem><suffix>, or <stem>_2<suffix>, _3, ...: never a name already taken."""
+    target, k = folder / (stem + suffix), 1
     while target.exists():
         k += 1
-        target = samples / f"{stem}_{k}{suffix}"
+        target = folder / f"{stem}_{k}{suffix}"
     return target
+
+
+def write_record(record: dict, folders: list[Path], stem: str) -> Path | None:
+    """`record` as JSON in the first of `folders` that takes it, under a name of its own
+    (free_path: a file already there is never overwritten); None, with a warning, when
+    none does (the results are still printed)."""
+    problems = []
+    for folder in folders:
+        target = free_path(folder, stem, ".json")
+        try:
+            with open(target, "x") as f:  # "x": not even over a file made since free_path
+                f.write(json.dumps(record, indent=2) + "\n")
+            return target
+        except OSError as e:
+            problems.append(f"{folder}: {e.strerror or e}")
+    log.warning("could not write %s.json (%s); the results are printed only", stem,
+                "; ".join(problems))
+    return None
 
 
 def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False, seed: int = 0,
@@ -289,13 +311,17 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
             results["ppl"] = evaluator.path_length(module)
     record = {"source": source, **evaluator.protocol, "n_fake": len(fake), "seed": seed,
               "metrics": results}
-    if not images:
-        out = _run_dir(ckpt) / "eval.json"
-        try:
-            out.write_text(json.dumps(record, indent=2) + "\n")
-        except OSError as e:  # a read-only run: the results are still printed
-            log.warning("could not write %s (%s); the results are printed only", out,
-                        e.strerror or e)
+    if images:  # in the run, else beside the folder; every evaluation in a file of its own
+        folder = Path(images).expanduser().resolve()
+        record = {"images": str(folder), "checkpoint": str(ckpt), **record}
+        return {**record, "written": write_record(record, [_run_dir(ckpt), folder.parent],
+                                                  "eval_images")}
+    out = _run_dir(ckpt) / "eval.json"
+    try:
+        out.write_text(json.dumps(record, indent=2) + "\n")
+    except OSError as e:  # a read-only run: the results are still printed
+        log.warning("could not write %s (%s); the results are printed only", out,
+                    e.strerror or e)
     return record
 
 
@@ -331,6 +357,8 @@ def _main(fn, argv, allowed, usage) -> None:
               f"({result['dataset']}, extractor {result['extractor']})")
         for name, value in result["metrics"].items():
             print(f"  {name:16s} {value:.6g}")
+        if result.get("written"):
+            print(f"written: {result['written']}")
 
 
 def sample_main() -> None:

@@ -56,6 +56,31 @@ def test_eval_of_a_finished_run_and_of_a_folder(train_fast, tmp_path):
     assert on_folder["adapted"] == [
         "kid: subsets of 60 samples, not kid_subset_size=1000 (only 60 on one side)",
         "is: 1 splits, not is_splits=10 (each split keeps at least 50 of 60 samples)"]
+    # Written into the run, each evaluation in a file of its own, with what it measured.
+    assert on_folder["written"] == run_dir / "eval_images.json"
+    saved = json.loads(on_folder["written"].read_text())
+    assert saved["images"] == str(folder) and saved["n_fake"] == 60
+    assert saved["metrics"] == json.loads(json.dumps(on_folder["metrics"]))
+    assert {"dataset", "extractor", "n_real", "seed"} <= set(saved)  # the protocol
+    again = evaluate(str(run_dir), images=str(folder), n_real=300, names=["fid"])
+    assert again["written"] == run_dir / "eval_images_2.json"
+    assert json.loads((run_dir / "eval_images.json").read_text()) == saved  # not overwritten
+
+
+def test_eval_images_writes_beside_the_folder_when_the_run_is_read_only(train_fast, tmp_path,
+                                                                          monkeypatch, capsys):
+    import ganrun.tools
+
+    _, run_dir = train_fast()
+    folder = tmp_path / "imgs"
+    sample(str(run_dir), n=60, folder=True, out=str(folder))
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(ganrun.tools, "_run_dir", lambda ckpt: tmp_path / "a_file" / "run")
+    monkeypatch.setattr(sys, "argv", ["ganrun-eval", str(run_dir), "--images", str(folder),
+                                      "names=FID", "n_real=300"])
+    ganrun.tools.eval_main()
+    assert capsys.readouterr().out.splitlines()[-1] == f"written: {tmp_path / 'eval_images.json'}"
+    assert json.loads((tmp_path / "eval_images.json").read_text())["metrics"].keys() == {"fid"}
 
 
 def test_eval_refuses_too_few_images_naming_the_minimum(train_fast, tmp_path):
