@@ -79,7 +79,7 @@ class Range:
 
 
 def _num(x: float) -> str:
-    return f"{x:g}"
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"  # 4294967295, not 4.29497e+09
 
 
 def _ranged(rng: Range) -> Any:

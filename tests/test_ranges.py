@@ -112,6 +112,7 @@ def test_the_messages_name_the_range():
     assert Range(0, 1, high_open=True).describe(integer=False) == "finite and in [0, 1)"
     assert Range(0, 1, low_open=True).describe(integer=False) == "finite and in (0, 1]"
     assert Range().describe(integer=False) == "finite"
+    assert Range(0, 2**32 - 1).describe(integer=True) == "an integer in [0, 4294967295]"
     assert Range(0, infinite=True).describe(integer=False) == ">= 0"
     assert Range(0, infinite=True).contains(math.inf) and not Range(0).contains(math.inf)
     assert not Range().contains(math.nan) and not Range(0, infinite=True).contains(math.nan)
