@@ -23,10 +23,11 @@ def only_sweep(cwd):
     return sweep
 
 
-def config_of(job):
-    """A job's overrides without the seed, as ganrun-report groups them."""
+def config_of(job, shared=("train.steps=",)):
+    """A job's overrides as ganrun-report groups them: without the seed, and without
+    what every job of the sweep shares (`shared`)."""
     overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-    return ",".join(sorted(o for o in overrides if not o.startswith("seed=")))
+    return ",".join(sorted(o for o in overrides if not o.startswith(("seed=", *shared))))
 
 
 def statuses(sweep):
