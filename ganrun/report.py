@@ -40,7 +40,7 @@ from ganrun.stats import ci95_half_width, welch_p
 # Lower is better for these; higher for the rest.
 LOWER_IS_BETTER = {"fid", "kid", "class_kl", "reverse_kl", "ppl", "loss/d", "loss/g"}
 # The default ranking metric: the first of these the jobs logged, else loss/g.
-QUALITY = ("fid", "kid", "modes", "classes_covered", "is")
+QUALITY = ("modes", "fid", "kid", "classes_covered", "is")
 # What report.md shows beside each ranking metric by default (--columns all: everything).
 COMPANIONS = {
     "fid": ("kid", "precision", "recall", "ppl"),

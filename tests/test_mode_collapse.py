@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_faults import load_ckpt, read_json
+from test_faults import load_ckpt
 from torch import nn
 
 from ganrun.dyngan import DynGAN, collapse_probability, weighted_kmeans
@@ -319,72 +319,3 @@ def test_unrolled_refuses_an_optimizer_it_cannot_differentiate():
 
     with pytest.raises(UserError, match="optim=rmsprop has no differentiable update .use adam or sgd"):
         validate(compose_cfg("regularizer=[unrolled]", "optim=rmsprop")[0])
-
-
-# --- health diagnostics --------------------------------------------------------------
-
-HEALTH_RUN = ("train.steps=40", "log.every=5", "metrics.every=20", "metrics.n_fake=500",
-              "metrics.names=[class_coverage]")
-
-
-def test_a_generator_collapsed_to_one_class_is_reported_though_its_losses_are_finite(train_fast):
-    result, run_dir = train_fast(*HEALTH_RUN, "+callbacks.collapse._target_=health_helpers.CollapseG")
-    assert result["status"] == "finished" and result["metrics"]["classes_covered"] == 1
-    health = read_json(run_dir / "metrics.json")["health"]
-    (coverage,) = [w for w in health["warnings"]
-                   if w["kind"] == "mode_collapse" and w.get("evidence") == "coverage"]
-    assert "covers 1 of 10 classes" in coverage["message"]
-    assert coverage["step"] == 40  # low at two evaluations in a row: 20 and 40
-
-
-def test_collapsed_share_rises_when_g_makes_one_point(train_fast):
-    result, run_dir = train_fast("dataset=ring8", "train.steps=100", "log.every=5", "metrics=none",
-                                 "optim.lr_d=2e-3",
-                                 "+callbacks.collapse._target_=health_helpers.CollapseG")
-    health = read_json(run_dir / "metrics.json")["health"]
-    assert health["collapsed_share"] > 0.5
-    (warning,) = [w for w in health["warnings"] if w["kind"] == "mode_collapse"]
-    assert "look collapsed to D" in warning["message"]
-
-
-def test_oscillation_is_reported_when_d_keeps_changing_sides(train_fast):
-    result, run_dir = train_fast("dataset=ring8", "train.steps=100", "log.every=10",
-                                 "metrics=none", "optim.lr_d=2e-3",
-                                 "+callbacks.flip._target_=health_helpers.FlipD",
-                                 "+callbacks.flip.every=10")
-    kinds = [w["kind"] for w in read_json(run_dir / "metrics.json")["health"]["warnings"]]
-    assert "oscillation" in kinds
-
-
-def test_vanishing_gradients_are_reported_when_d_wins_under_the_saturating_loss(train_fast):
-    result, run_dir = train_fast("dataset=ring8", "loss=bce", "optim.lr_d=0.01", "optim.lr_g=1e-6",
-                                 "train.steps=200", "log.every=10", "metrics=none")
-    health = read_json(run_dir / "metrics.json")["health"]
-    kinds = {w["kind"]: w for w in health["warnings"]}
-    assert "vanishing_gradients" in kinds, health
-
-
-def test_a_healthy_default_run_is_silent(train_fast):
-    """The default run (digits, MLP, nsgan, Adam), shortened: no warning."""
-    result, run_dir = train_fast("train.steps=600", "log.every=50", "metrics.every=300",
-                                 "metrics.names=[class_coverage]", "metrics.n_fake=1000")
-    health = read_json(run_dir / "metrics.json")["health"]
-    assert result["metrics"]["classes_covered"] == 10
-    assert health["warnings"] == []
-    assert set(health) >= {"collapsed_share", "d_accuracy_real", "d_accuracy_fake",
-                           "grad_norm_g", "grad_norm_d"}
-    from tbread import scalars
-
-    logged = scalars(run_dir / "tb")
-    assert [s for s, _ in logged["health/grad_norm_g"]] == list(range(50, 601, 50))
-
-
-def test_the_detector_does_not_call_the_first_steps_a_collapse(train_fast):
-    # In the first steps D tells every real sample from G's noise: 100% "collapsed" at
-    # logs 1 and 2 (experiment=sngan_paper warned at step 2), which is not yet a collapse.
-    result, run_dir = train_fast("dataset=ring8", "train.steps=4", "log.every=1", "metrics=none",
-                                 "optim.lr_d=2e-3",
-                                 "+callbacks.collapse._target_=health_helpers.CollapseG")
-    health = read_json(run_dir / "metrics.json")["health"]
-    assert health["collapsed_share"] > 0.5  # the detector does see it ...
-    assert not [w for w in health["warnings"] if w["kind"] == "mode_collapse"]  # ... too early

@@ -1,4 +1,5 @@
-"""Health diagnostics in every run: what a GAN researcher looks at to see a run fail.
+"""Health diagnostics in every run: what a GAN researcher looks at to see a run fail,
+and which failure it is (the rules: ganrun.callbacks.diagnoses).
 
 Measured at every step the step statistics are logged (log.every), on the device,
 and read back with them in the same transfer (no host sync of its own):
@@ -15,35 +16,45 @@ and read back with them in the same transfer (no host sync of its own):
 - health/grad_norm_g, health/grad_norm_d: the L2 norm of G's and D's gradients at
   their last update of the step.
 
-Read against the run's history, they give one warning line each, once per run
-(the log and metrics.json's `health`): vanishing gradients (D near-perfect while
-G's gradient norm has fallen by `vanish_drop` from its peak), mode collapse
-(modes or classes covered at most `coverage_floor` of all, or `coverage_drop` of
-their best, at two evaluations in a row; or the collapsed share above
-`collapse_warn` at two logs in a row, from the WARM_LOGS-th log on: in its first
-steps D tells every real sample from G's noise, which is not yet a collapse),
-oscillation (D's margin, its mean score on real minus generated samples over a
-log interval, changing sign at least three times over the last `window` logs with
-a range of at least `swing`: of the probability for minimax losses, of the mean
-absolute score for critics).
+And every `coverage_every` generator steps (the metrics' schedule), where the
+generator's mass lies: on the 2-D mixtures from samples of its own (every point to
+its nearest mode: modes held, effective modes, share near a mode), on labelled
+images from the metrics (classes covered, class KL, precision, recall), on other
+images from precision and recall; logged as health/modes_held, ... .
+
+Each failure is an episode: a warning when it begins (the log and metrics.json's
+health.warnings, with its evidence in numbers), a line when it ends, and a new
+warning if it comes back.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from ganrun.callbacks.diagnoses import (
+    COLLAPSE_KINDS,
+    Episodes,
+    Thresholds,
+    describe,
+    judge_coverage,
+    undecided_message,
+)
 from ganrun.callbacks.metrics import Metrics
 from ganrun.callbacks.stats import StepStats
 from ganrun.dyngan import collapse_probability
-from ganrun.samples import evaluating
+from ganrun.metrics.modes import mass_on_modes
+from ganrun.samples import evaluating, generate, noise
 
 log = logging.getLogger("ganrun")
 WARM_LOGS = 5  # the collapse detector warns from its 5th log on
+MASS_SAMPLES = 2000  # samples of the monitor's own on the 2-D mixtures
+MASS_STREAM = 104_729  # their noise: a stream apart from training's and the metrics'
 
 NAMES = ("health/collapsed_share", "health/d_accuracy_real", "health/d_accuracy_fake",
          "health/grad_norm_g", "health/grad_norm_d")
@@ -95,27 +106,41 @@ class Probe:
 
 
 class HealthMonitor(pl.Callback):
-    order = 5  # after the step statistics are read back, before the checkpoint
+    order = 5  # after the step statistics are read back and the metrics measured
 
     def __init__(self, subset: int = 256, delta: float = 0.2, ema: float = 0.1,
                  collapse_warn: float = 0.5, vanish_accuracy: float = 0.99,
-                 vanish_drop: float = 100.0, coverage_floor: float = 0.5,
-                 coverage_drop: float = 0.6, swing: float = 0.3, window: int = 8):
+                 vanish_drop: float = 100.0, collapse_share: float = 0.75,
+                 blur_quality: float = 0.5, blur_precision: float = 0.25,
+                 collapse_recall: float = 0.2, coverage_every: int = 1000,
+                 swing: float = 0.3, window: int = 8):
         self.subset, self.delta, self.ema = subset, delta, ema
         self.collapse_warn, self.vanish_accuracy = collapse_warn, vanish_accuracy
-        self.vanish_drop, self.coverage_floor, self.coverage_drop = (
-            vanish_drop, coverage_floor, coverage_drop)
+        self.vanish_drop, self.coverage_every = vanish_drop, coverage_every
+        self.thresholds = Thresholds(collapse_share, blur_quality, blur_precision,
+                                     collapse_recall)
         self.swing, self.window = swing, window
         self.probe: Probe | None = None
         self.probability = True
         self.fixes = ""  # the techniques to suggest, those not already on
         self.stats: StepStats | None = None
         self.metrics: Metrics | None = None
-        self.coverage_of: tuple[str, int] | None = None  # (metric, how many there are)
-        self.warnings: list[dict] = []
+        self.centres: Tensor | None = None  # the 2-D mixture's modes
+        self.std = 0.0
+        self.classes = 0  # classes counted by the metrics (class_coverage), else 0
+        self.can_tell = False  # whether collapse and blur can be told apart in this run
+        self.episodes = Episodes()
+        for name, begin in (("collapse", 2), ("blur", 2), ("undecided", 2),
+                            ("vanishing_gradients", 1), ("oscillation", 1)):
+            self.episodes.track(name, begin)
         self.last: dict[str, float] = {}
+        self.coverage: dict = {}  # the last evaluation's evidence and state
         self._history: dict = {}
         self._restored: dict | None = None  # a checkpoint's state, applied at train start
+
+    @property
+    def warnings(self) -> list[dict]:
+        return self.episodes.warnings
 
     # --- set-up and arming -------------------------------------------------------------
 
@@ -124,37 +149,40 @@ class HealthMonitor(pl.Callback):
         self.metrics = next((c for c in trainer.callbacks if isinstance(c, Metrics)), None)
         if trainer.datamodule is None:  # fitted on a bare dataloader: nothing to watch
             return
+        cfg = pl_module.cfg
         dataset = trainer.datamodule.dataset
-        generator = torch.Generator().manual_seed(pl_module.cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
         n = min(self.subset, len(dataset)) // pl_module.D.pack * pl_module.D.pack
         index = torch.randperm(len(dataset), generator=generator)[:n]
         real = pl_module.as_d_input(dataset.data[index].to(pl_module.device))
         labels = (dataset.labels[index].to(pl_module.device)
                   if pl_module.num_classes and pl_module.partitioner is None else None)
         self.probe = Probe(real, labels, index, self.delta, self.ema)
-        names = set(pl_module.cfg.metrics.names)
-        if "modes" in names and pl_module.points:
+        names = set(cfg.metrics.names) if self.metrics is not None else set()
+        if pl_module.points:
             from ganrun.data import mixture_centres
 
-            self.coverage_of = ("modes", len(mixture_centres(pl_module.cfg.dataset)))
+            self.centres, self.std = mixture_centres(cfg.dataset), float(cfg.dataset.std)
         elif "class_coverage" in names and dataset.num_classes:
-            self.coverage_of = ("classes_covered", dataset.num_classes)
+            self.classes = dataset.num_classes
+        self.can_tell = self.centres is not None or bool(self.classes) or "pr" in names
         self.probability = pl_module.probability_outputs
-        active = set(pl_module.cfg.regularizer)
+        active = set(cfg.regularizer)
         fixes = [f"[{r}]" for r in ("dyngan", "pacgan", "unrolled", "minibatch_discrimination")
                  if r not in active]
         self.fixes = (f"try regularizer={', '.join(fixes[:-1])} or {fixes[-1]}" if len(fixes) > 1
                       else f"try regularizer={fixes[0]}" if fixes
                       else "try a longer run or other settings of the active techniques")
-        self._history = {"margin": deque(maxlen=self.window), "peak_g": (0.0, 0),
-                         "collapsed_runs": 0, "best_coverage": (0, 0)}
+        self._history = {"margin": deque(maxlen=self.window), "peak_g": (0.0, 0), "logs": 0,
+                         "best_held": 0}
 
-    # --- resumed runs go on where they stopped: the averages, the history, the warnings
+    # --- resumed runs go on where they stopped: the averages, the history, the episodes
 
     def state_dict(self) -> dict:
         h = self._history
         return {"scores": None if self.probe is None else self.probe.scores,
-                "warnings": self.warnings, "last": self.last,
+                "episodes": self.episodes.state_dict(), "last": self.last,
+                "coverage": self.coverage,
                 "history": {**h, "margin": list(h.get("margin", []))}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -166,8 +194,10 @@ class HealthMonitor(pl.Callback):
             return
         scores = state.get("scores")
         self.probe.scores = None if scores is None else scores.to(pl_module.device)
-        self.warnings, self.last = list(state["warnings"]), dict(state["last"])
-        history = dict(state["history"])
+        self.episodes.load_state_dict(state.get("episodes")
+                                      or {"warnings": state.get("warnings", [])})
+        self.last, self.coverage = dict(state["last"]), dict(state.get("coverage", {}))
+        history = {**self._history, **state["history"]}
         history["margin"] = deque(history["margin"], maxlen=self.window)
         self._history = history
         self._restored = None
@@ -183,16 +213,64 @@ class HealthMonitor(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         pl_module.probe = None
         step = pl_module.trained_step
-        if step is None or not trainer.is_global_zero:
+        if step is None or not trainer.is_global_zero or self.probe is None:
             return
         if self.stats is not None and self.stats.logged_at == step:
             self.last = {k: v for k, v in self.stats.last.items() if k.startswith("health/")}
             if self.last:
                 self._judge_step(step, self.stats.last)
-        if self.metrics is not None and self.metrics.measured_at == step and self.coverage_of:
-            self._judge_coverage(step, self.metrics.last)
+        if step % self.coverage_every == 0 or pl_module.finished:
+            evidence = self._evidence(pl_module, step)
+            if evidence:
+                self._judge_coverage(trainer, step, evidence)
 
-    # --- the rules ---------------------------------------------------------------------
+    # --- the evidence of where the generator's mass lies ------------------------------
+
+    def _evidence(self, module, step: int) -> dict:
+        results = (self.metrics.last if self.metrics is not None
+                   and self.metrics.measured_at == step else {})
+        evidence: dict = {}
+        if self.centres is not None:
+            devices = [module.device] if module.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(module.cfg.seed * 100_003 + step + MASS_STREAM)
+                points = torch.cat([generate(module, z, y) for z, y in noise(module, MASS_SAMPLES)])
+            evidence = {"what": "modes", "total": len(self.centres),
+                        **mass_on_modes(points, self.centres, self.std,
+                                        self.thresholds.near_std)}
+        elif self.classes and "classes_covered" in results:
+            evidence = {"what": "classes", "total": self.classes,
+                        "held": int(results["classes_covered"]),
+                        "effective": self.classes * math.exp(-results["class_kl"])}
+        for name in ("precision", "recall"):
+            if name in results:
+                evidence[name] = float(results[name])
+        if not evidence:
+            return {}
+        if "health/collapsed_share" in self.last:
+            evidence["collapsed_share"] = self.last["health/collapsed_share"]
+        return evidence
+
+    # --- the rules (ganrun.callbacks.diagnoses) ----------------------------------------
+
+    def _judge_coverage(self, trainer, step: int, evidence: dict) -> None:
+        h = self._history
+        kind, message = judge_coverage(evidence, h["best_held"], self.thresholds, self.fixes)
+        now = describe(evidence)
+        self.episodes.observe("collapse", step, kind if kind in COLLAPSE_KINDS else None,
+                              message, evidence, now)
+        self.episodes.observe("blur", step, kind if kind == "blur" else None, message,
+                              evidence, now)
+        if "held" in evidence:
+            h["best_held"] = max(h["best_held"], evidence["held"])
+        self.coverage = {"step": step, "state": kind or "healthy", **evidence}
+        if trainer.logger is not None and "what" in evidence:
+            what = evidence["what"]
+            values = {f"health/{what}_held": evidence["held"],
+                      f"health/effective_{what}": evidence["effective"]}
+            if "near" in evidence:
+                values["health/near_share"] = evidence["near"]
+            trainer.logger.log_metrics(values, step=step)
 
     def _judge_step(self, step: int, last: dict[str, float]) -> None:
         h = self._history
@@ -201,19 +279,24 @@ class HealthMonitor(pl.Callback):
         peak, peak_step = h["peak_g"]
         if norm_g > peak:
             h["peak_g"] = (norm_g, step)
-        elif accuracy >= self.vanish_accuracy and norm_g * self.vanish_drop <= peak:
-            self._warn("vanishing_gradients", step,
-                       f"D tells real from fake {100 * accuracy:.1f}% of the time and G's "
-                       f"gradient norm fell from {peak:.3g} (step {peak_step}) to {norm_g:.3g}; "
-                       "try loss=nsgan or wgan_gp, label smoothing or a slower D")
+        vanishing = (norm_g <= peak and accuracy >= self.vanish_accuracy
+                     and norm_g * self.vanish_drop <= peak)
+        self.episodes.observe(
+            "vanishing_gradients", step, "vanishing_gradients" if vanishing else None,
+            f"D tells real from fake {100 * accuracy:.1f}% of the time and G's gradient norm "
+            f"fell from {peak:.3g} (step {peak_step}) to {norm_g:.3g}; try loss=nsgan or "
+            "wgan_gp, label smoothing or a slower D",
+            {"d_accuracy": accuracy, "grad_norm_g": norm_g, "peak_grad_norm_g": peak,
+             "peak_step": peak_step},
+            f"D {100 * accuracy:.1f}% accurate, G's gradient norm {norm_g:.3g}")
         share = last["health/collapsed_share"]
-        h["collapsed_runs"] = h["collapsed_runs"] + 1 if share > self.collapse_warn else 0
-        h["logs"] = h.get("logs", 0) + 1
-        if h["collapsed_runs"] >= 2 and h["logs"] >= WARM_LOGS:
-            self._warn("mode_collapse", step,
-                       f"{100 * share:.0f}% of a fixed set of real samples look collapsed to D "
-                       f"(averaged D(x) > 1/(1+{self.delta:g})): G does not produce them; "
-                       f"{self.fixes}", evidence="detector")
+        h["logs"] += 1
+        if not self.can_tell:
+            high = share > self.collapse_warn and h["logs"] >= WARM_LOGS
+            self.episodes.observe("undecided", step, "collapse_or_blur" if high else None,
+                                  undecided_message(share, self.delta),
+                                  {"collapsed_share": share},
+                                  f"{100 * share:.0f}% of the watched real samples collapsed")
         # D's margin, its mean score on real minus generated samples over the interval:
         # it changes sign when G and D take turns winning.
         series = h["margin"]
@@ -221,42 +304,25 @@ class HealthMonitor(pl.Callback):
                        0.5 * (abs(last["D/real"]) + abs(last["D/fake"]))))
         margins = [m for m, _ in series]
         scale = 1.0 if self.probability else sum(s for _, s in series) / len(series)
-        flips = sum(1 for a, b in zip(margins, margins[1:], strict=False) if (a > 0) != (b > 0))
-        if flips >= 3 and max(margins) - min(margins) >= self.swing * scale:
-            self._warn("oscillation", step,
-                       f"D's margin (mean score on real minus generated samples) changed sign "
-                       f"{flips} times over the last {len(series)} logs, between "
-                       f"{min(margins):.3g} and {max(margins):.3g}: G and D take turns winning; "
-                       "try lower learning rates, optim.n_critic > 1 or a gradient penalty")
-
-    def _judge_coverage(self, step: int, results: dict) -> None:
-        key, total = self.coverage_of
-        if key not in results:
-            return
-        covered = int(results[key])
-        best, best_step = self._history["best_coverage"]
-        if covered > best:
-            self._history["best_coverage"] = best, best_step = covered, step
-        low = covered <= self.coverage_floor * total or covered <= self.coverage_drop * best
-        # Two evaluations in a row: one early evaluation of a generator still learning
-        # is not yet a collapse.
-        self._history["low_runs"] = self._history.get("low_runs", 0) + 1 if low else 0
-        if self._history["low_runs"] >= 2:
-            what = "modes" if key == "modes" else "classes"
-            best_so_far = f"best {best} at step {best_step}" if best else "none at any evaluation"
-            self._warn("mode_collapse", step,
-                       f"the generator covers {covered} of {total} {what} ({best_so_far}); "
-                       f"{self.fixes}", evidence="coverage")
-
-    def _warn(self, kind: str, step: int, message: str, evidence: str = "") -> None:
-        """Once per kind and evidence (mode collapse: the coverage, or the detector)."""
-        if any(w["kind"] == kind and w.get("evidence", "") == evidence for w in self.warnings):
-            return
-        entry = {"kind": kind, "step": step, "message": message}
-        self.warnings.append({**entry, "evidence": evidence} if evidence else entry)
-        log.warning("health: %s at generator step %d: %s", kind.replace("_", " "), step, message)
+        # Sign changes between margins at least half a swing from zero: a margin that
+        # hovers around zero (G as good as the data) flips sign without anyone winning.
+        sides = [m > 0 for m in margins if abs(m) >= 0.5 * self.swing * scale]
+        flips = sum(1 for a, b in zip(sides, sides[1:], strict=False) if a != b)
+        swinging = flips >= 3 and max(margins) - min(margins) >= self.swing * scale
+        self.episodes.observe(
+            "oscillation", step, "oscillation" if swinging else None,
+            f"D's margin (mean score on real minus generated samples) changed sign {flips} "
+            f"times over the last {len(series)} logs, between {min(margins):.3g} and "
+            f"{max(margins):.3g}: G and D take turns winning; try lower learning rates, "
+            "optim.n_critic > 1 or a gradient penalty",
+            {"sign_changes": flips, "logs": len(series), "margin_min": min(margins),
+             "margin_max": max(margins)},
+            f"{flips} sign changes over the last {len(series)} logs")
 
     def summary(self) -> dict:
-        """metrics.json's `health`: the last measurements and every warning."""
-        return {**{k.removeprefix("health/"): v for k, v in self.last.items()},
-                "warnings": self.warnings}
+        """metrics.json's `health`: the last measurements, the last evidence of where the
+        generator's mass lies, and every episode."""
+        out = {k.removeprefix("health/"): v for k, v in self.last.items()}
+        if self.coverage:
+            out["coverage"] = self.coverage
+        return {**out, "warnings": self.warnings}

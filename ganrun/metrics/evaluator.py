@@ -290,6 +290,8 @@ class Evaluator:
         if "modes" in names and self.kind == "raw" and self.dataset_cfg is not None:
             from ganrun.data import mixture_centres
 
-            out.update(mode_metrics(f, mixture_centres(self.dataset_cfg), self.dataset_cfg.std,
-                                    **self.mode_rules))
+            # What matters on a mixture leads: FID, KID and PR on raw coordinates see the
+            # mass at the right scale only (tiny for samples spread around every mode).
+            out = {**mode_metrics(f, mixture_centres(self.dataset_cfg), self.dataset_cfg.std,
+                                  **self.mode_rules), **out}
         return out

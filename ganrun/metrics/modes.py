@@ -53,3 +53,23 @@ def mode_metrics(points: Tensor, centres: Tensor, std: float, threshold: float =
         reverse_kl = float((q * (q * k).log()).sum())
     return {"modes": covered, "high_quality": float(good.double().mean()),
             "reverse_kl": reverse_kl}
+
+
+def mass_on_modes(points: Tensor, centres: Tensor, std: float, threshold: float = 3.0,
+                  min_share: float = 0.2) -> dict:
+    """Where a generator's mass lies, whatever its quality: every point counts for its
+    nearest mode. {"held": modes holding at least `min_share` of a uniform generator's
+    share, "effective": exp(entropy) of that histogram (K for a uniform one, 1 for one
+    mode), "near": share of points within `threshold` std of their mode}.
+
+    The health monitor's evidence (ganrun.callbacks.health): samples spread evenly
+    between the modes hold every mode with few of them near one (blur); samples on a
+    few modes hold few (mode collapse), near them or not."""
+    points, centres = points.double().cpu(), centres.double().cpu()
+    k = centres.shape[0]
+    distance, nearest = torch.cdist(points, centres).min(dim=1)
+    share = torch.bincount(nearest, minlength=k).double() / max(points.shape[0], 1)
+    q = share[share > 0]
+    return {"held": int((share >= min_share / k).sum()),
+            "effective": float(torch.exp(-(q * q.log()).sum())),
+            "near": float((distance <= threshold * std).double().mean())}
