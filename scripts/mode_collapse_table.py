@@ -83,7 +83,7 @@ def read_jobs(sweeps: list[Path]) -> list[dict]:
             jobs.append({"protocol": saved["choices"].get("protocol"),
                          "method": saved["choices"].get("method"), "seed": saved.get("seed"),
                          "status": saved["status"], "evaluations": evaluations,
-                         "warned": any(w["kind"] == "mode_collapse"
+                         "warned": any(w["kind"] in ("mode_collapse", "collapse_onset")
                                        for w in (saved.get("health") or {}).get("warnings", [])),
                          "partitions": partitions})
     return jobs

@@ -53,7 +53,8 @@ from ganrun.samples import evaluating, generate, noise
 
 log = logging.getLogger("ganrun")
 WARM_LOGS = 5  # the collapse detector warns from its 5th log on
-MASS_SAMPLES = 2000  # samples of the monitor's own on the 2-D mixtures
+MASS_SAMPLES = 10_000  # samples of the monitor's own on the 2-D mixtures (as many as the
+#   papers count modes on: fewer make a mode near the 20% line come and go)
 MASS_STREAM = 104_729  # their noise: a stream apart from training's and the metrics'
 
 NAMES = ("health/collapsed_share", "health/d_accuracy_real", "health/d_accuracy_fake",
@@ -130,9 +131,11 @@ class HealthMonitor(pl.Callback):
         self.classes = 0  # classes counted by the metrics (class_coverage), else 0
         self.can_tell = False  # whether collapse and blur can be told apart in this run
         self.episodes = Episodes()
-        for name, begin in (("collapse", 2), ("blur", 2), ("undecided", 2),
-                            ("vanishing_gradients", 1), ("oscillation", 1)):
-            self.episodes.track(name, begin)
+        # (begin, end): judgements in a row that begin and end an episode. The mass is
+        # judged at evaluations, seldom: one good evaluation ends a collapse or a blur.
+        for name, begin, end in (("collapse", 2, 1), ("blur", 2, 1), ("undecided", 2, 2),
+                                 ("vanishing_gradients", 2, 2), ("oscillation", 1, 2)):
+            self.episodes.track(name, begin, end)
         self.last: dict[str, float] = {}
         self.coverage: dict = {}  # the last evaluation's evidence and state
         self._history: dict = {}
