@@ -17,6 +17,8 @@ from test_faults import read_json
 from ganrun.callbacks.diagnoses import Episodes, Thresholds, judge_coverage
 from ganrun.metrics.modes import mass_on_modes
 
+from conftest import compose_cfg
+
 FIXES = "try regularizer=[dyngan]"
 FAULTS = "+callbacks.fault._target_=ganrun.callbacks.faults."
 RING = ("dataset=ring8", "train.steps=120", "log.every=10", "metrics.every=20",
@@ -224,3 +226,18 @@ def test_hinge_on_digits_covering_every_class_is_not_called_a_collapse(train_fas
     assert result["metrics"]["classes_covered"] == 10
     assert not [w for w in warnings_of(run_dir)
                 if w["kind"] in ("mode_collapse", "collapse_onset", "collapse_or_blur")]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("collapse_share", 0, "callbacks.health: collapse_share=0: must be finite and in (0, 1]"),
+    ("coverage_every", 0, "callbacks.health: coverage_every=0: must be an integer >= 1"),
+    ("delta", float("nan"), "callbacks.health: delta=nan: must be finite and > 0"),
+])
+def test_the_monitor_s_settings_are_range_checked(key, value, message):
+    from ganrun.callbacks import build_callbacks
+    from ganrun.errors import UserError
+
+    cfg, _ = compose_cfg(f"callbacks.health.{key}={value}")
+    with pytest.raises(UserError) as raised:
+        build_callbacks(cfg.callbacks)
+    assert str(raised.value) == message

@@ -378,3 +378,17 @@ def test_configurations_leave_out_the_overrides_every_job_shares(tmp_path):
         make_job(seeds, seed, ["train.steps=20", f"seed={seed}"], fid=30.0 + seed)
     rows, _, _ = report(seeds, "fid")
     assert [r["config"] for r in rows] == ["train.steps=20"]
+
+
+def test_a_sweep_on_the_mixtures_ranks_by_modes_though_fid_is_logged(tmp_path):
+    # On raw coordinates FID is tiny for samples spread around every mode: the modes lead.
+    sweep = tmp_path / "sweep"
+    for num, (modes, fid) in enumerate([(2, 0.01), (8, 0.5)]):
+        make_job(sweep, num, [f"loss={'bce' if num else 'hinge'}", "seed=0"], dataset="ring8",
+                 extractor="raw", curve=[(100, fid)],
+                 metrics={"modes": modes, "high_quality": 0.5, "reverse_kl": 0.1, "fid": fid})
+    rows, names, _ = report(sweep)
+    assert [r["config"] for r in rows] == ["loss=bce", "loss=hinge"]
+    md = (sweep / "report.md").read_text()
+    assert "sorted by modes (higher is better)" in md
+    assert "| stopped | modes | high_quality | reverse_kl | vs next |" in md

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
@@ -49,6 +50,7 @@ from ganrun.callbacks.metrics import Metrics
 from ganrun.callbacks.stats import StepStats
 from ganrun.dyngan import collapse_probability
 from ganrun.metrics.modes import mass_on_modes
+from ganrun.ranges import above, at_least, between, check_ranges
 from ganrun.samples import evaluating, generate, noise
 
 log = logging.getLogger("ganrun")
@@ -106,6 +108,25 @@ class Probe:
         return dict(zip(NAMES, (v.to(real_out) for v in values), strict=True))
 
 
+@dataclass
+class HealthRanges:
+    """The values each setting takes (checked when the monitor is made)."""
+
+    subset: int = at_least(1)
+    delta: float = above(0)
+    ema: float = between(0, 1, low_open=True)
+    collapse_warn: float = between(0, 1)
+    vanish_accuracy: float = between(0, 1)
+    vanish_drop: float = at_least(1)
+    collapse_share: float = between(0, 1, low_open=True)
+    blur_quality: float = between(0, 1)
+    blur_precision: float = between(0, 1)
+    collapse_recall: float = between(0, 1)
+    coverage_every: int = at_least(1)
+    swing: float = above(0)
+    window: int = at_least(3)
+
+
 class HealthMonitor(pl.Callback):
     order = 5  # after the step statistics are read back and the metrics measured
 
@@ -115,6 +136,7 @@ class HealthMonitor(pl.Callback):
                  blur_quality: float = 0.5, blur_precision: float = 0.25,
                  collapse_recall: float = 0.2, coverage_every: int = 1000,
                  swing: float = 0.3, window: int = 8):
+        check_ranges(HealthRanges, {k: v for k, v in locals().items() if k != "self"})
         self.subset, self.delta, self.ema = subset, delta, ema
         self.collapse_warn, self.vanish_accuracy = collapse_warn, vanish_accuracy
         self.vanish_drop, self.coverage_every = vanish_drop, coverage_every
