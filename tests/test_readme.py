@@ -273,7 +273,7 @@ def cache_subs() -> dict[str, str]:
 
 # The README's figures were measured with 2 threads (torch's default on its 2 cores). Another
 # count sums floats in another order and trains another, equally valid run (the quick start
-# at step 3000, on one day's code: fid 55.28 with 2 threads, 63.73 with OMP_NUM_THREADS=1),
+# at step 3000, on one day's code: fid 55.48 with 2 threads, 63.73 with OMP_NUM_THREADS=1),
 # so its runs here use 2.
 README_THREADS = 2
 
