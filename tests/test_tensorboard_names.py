@@ -209,11 +209,10 @@ def test_a_parallel_sweep_in_tensorboard_and_its_log(tmp_path):
         if "outputs in" in line:
             number = re.search(r"\[job (\d)\]", line).group(1)
             assert line.rsplit("/", 1)[1].startswith(f"{number}_")
-    # ganrun-report still groups the jobs that differ only by seed.
+    # ganrun-report still groups the jobs that differ only by seed, labelled by what varies.
     rows, _, _ = report(sweep, "loss/g")
     assert sorted((row["config"], row["seeds"]) for row in rows) == [
-        ("log.every=2,loss=hinge,metrics=none,optim.weight_decay=0.0,train.steps=2", 2),
-        ("log.every=2,loss=hinge,metrics=none,optim.weight_decay=0.000123456789,train.steps=2", 2)]
+        ("optim.weight_decay=0.0", 2), ("optim.weight_decay=0.000123456789", 2)]
 
 
 def test_a_single_run_logs_in_hydras_format(tmp_path):
