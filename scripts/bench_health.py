@@ -105,13 +105,12 @@ class Truth(pl.Callback):
     @staticmethod
     def _points(module, fake) -> dict:
         from ganrun.data import mixture_centres
+        from ganrun.metrics.modes import mass_on_modes
 
-        centres = mixture_centres(module.cfg.dataset).double()
+        centres = mixture_centres(module.cfg.dataset)
         k = len(centres)
-        distance, nearest = torch.cdist(fake.double().cpu(), centres).min(dim=1)
-        share = torch.bincount(nearest, minlength=k).double() / len(fake)
-        held = int((share >= 0.2 / k).sum())
-        near = float((distance <= 3 * module.cfg.dataset.std).double().mean())
+        mass = mass_on_modes(fake, centres, module.cfg.dataset.std)
+        held, near = mass["held"], mass["near"]
         state = COLLAPSE if held <= 0.75 * k else BLUR if near < 0.5 else HEALTHY
         return {"state": state, "held": held, "of": k, "near": round(near, 4)}
 

@@ -12,6 +12,7 @@ the one thing lost."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,6 +22,7 @@ from torch import Tensor
 from ganrun.callbacks.base import EveryNSteps, run_dir
 from ganrun.errors import UserError
 from ganrun.outputs import CHECKPOINT_FILE
+from ganrun.ranges import above, at_least, check_ranges
 
 
 def save_checkpoint(trainer: pl.Trainer) -> None:
@@ -43,14 +45,21 @@ def save_alone(trainer: pl.Trainer) -> Path:
     return path
 
 
+@dataclass
+class CheckpointRanges:
+    """The values the checkpoint's settings take (train.ckpt_every, train.ckpt_minutes)."""
+
+    every: int = at_least(1)
+    minutes: float = above(0)
+
+
 class AtomicCheckpoint(EveryNSteps):
     at_stop = True
     order = 10  # after everything else has seen the step
 
     def __init__(self, every: int, minutes: float = 10.0):
         super().__init__(every)
-        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes <= 0:
-            raise UserError(f"train.ckpt_minutes must be a positive number (got {minutes!r})")
+        check_ranges(CheckpointRanges, {"every": every, "minutes": minutes})
         self.seconds = 60.0 * minutes
         self.saved_at = 0.0  # time.monotonic() of the last checkpoint (or of the start)
         self.last_step: LastStep | None = None  # under DDP
