@@ -131,11 +131,22 @@ def test_help_lists_groups_quickly(tmp_path):
 
 
 def test_non_editable_wheel_finds_its_configs_from_any_directory(tmp_path):
-    """`pip install .` (a real wheel, not the editable checkout) ships ganrun.configs."""
-    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    """`pip install .` (a real wheel, not the editable checkout) ships every module of
+    ganrun/, its sub-packages, and ganrun.configs; nothing else. Built from a copy of the
+    sources: setuptools adds whatever a stale build/ holds (an older layout's modules)."""
+    import shutil
+    import zipfile
+
+    source, wheel_dir, target = tmp_path / "source", tmp_path / "wheel", tmp_path / "site"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "outputs", "__pycache__", ".*_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(wheel_dir), str(REPO)], check=True, capture_output=True)
+                    "-q", "-w", str(wheel_dir), str(source)], check=True, capture_output=True)
     (wheel,) = wheel_dir.glob("ganrun-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist()
+               if name.endswith(".py") and not name.startswith("ganrun/configs/")}
+    assert shipped == {path.relative_to(REPO).as_posix()
+                       for path in (REPO / "ganrun").rglob("*.py")}
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, capture_output=True)
     env = {**cli_env(), "PYTHONPATH": str(target)}
