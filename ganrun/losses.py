@@ -236,3 +236,13 @@ def build_loss(cfg) -> AdversarialLoss:
     """The loss named by `cfg.name`, with its parameters (the other keys)."""
     params = {k: v for k, v in cfg.items() if k != "name"}
     return LOSSES[cfg.name](**params)
+
+
+def real_probability(real_out: Tensor, fake_out: Tensor | None, probability: bool) -> Tensor:
+    """D's view of each real sample as a probability of being real and not generated:
+    sigmoid(D(x)) for losses whose D outputs a logit, otherwise the share of the
+    generated samples' outputs below D(x)."""
+    if probability:
+        return torch.sigmoid(real_out.float())
+    ranked = fake_out.float().sort().values
+    return torch.searchsorted(ranked, real_out.float().contiguous()).float() / ranked.numel()

@@ -34,3 +34,14 @@ class Registry(dict):
 
     def schemas(self) -> dict[str, type]:
         return {name: cls.Config for name, cls in self.items()}
+
+
+def import_all(package: str) -> None:
+    """Import every module of `package`, in name order: each file registers what it
+    defines, so a new file in the folder needs no line anywhere else."""
+    import importlib
+    import pkgutil
+
+    folder = importlib.import_module(package).__path__
+    for info in sorted(pkgutil.iter_modules(folder), key=lambda m: m.name):
+        importlib.import_module(f"{package}.{info.name}")

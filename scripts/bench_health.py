@@ -157,8 +157,8 @@ CASES: dict[str, tuple[tuple[str, ...], str | None, bool]] = {
 
 def run_case(name: str, out: Path) -> Path:
     sys.path.insert(0, str(REPO / "scripts"))
-    from ganrun.cli import compose_config
-    from ganrun.train import run
+    from ganrun.config.compose import compose_config
+    from ganrun.training.run import run
 
     overrides, construction, _ = CASES[name]
     cfg, choices = compose_config(*overrides, "trainer.accelerator=cpu",

@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ganrun.cli.tools import with_metric_defaults  # noqa: E402
 from ganrun.data import load_dataset  # noqa: E402
 from ganrun.metrics.evaluator import Evaluator  # noqa: E402
 from ganrun.metrics.extractors import (  # noqa: E402
@@ -52,7 +53,6 @@ from ganrun.metrics.extractors import (  # noqa: E402
     to_uint8_rgb,
     write_random_inception_weights,
 )
-from ganrun.tools import with_metric_defaults  # noqa: E402
 
 METRICS = dict(kid_subsets=50, kid_subset_size=1000, pr_k=3)
 

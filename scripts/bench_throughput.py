@@ -3,7 +3,7 @@
 For each configuration, the same models (ganrun's builders, the same seed), the same
 loss, optimizer, batch size, number of D and G steps and penalties are trained by
 
-- ganrun: `ganrun.train`'s own Trainer and GANModule, exactly as `ganrun` runs them
+- ganrun: `ganrun.training.run`'s own Trainer and GANModule, exactly as `ganrun` runs them
   (TensorBoard logging every `log.every` steps; no metrics), and
 - hand: the loop a researcher writes: data on the device, index slicing, Adam,
   losses averaged on the device and read back every `log.every` steps,
@@ -41,11 +41,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ganrun.cli import compose_config  # noqa: E402
+from ganrun.config.compose import compose_config  # noqa: E402
+from ganrun.config.schema import validate  # noqa: E402
 from ganrun.data import load_dataset  # noqa: E402
 from ganrun.models import build_models  # noqa: E402
-from ganrun.schema import validate  # noqa: E402
-from ganrun.train import _build, choices_of  # noqa: E402
+from ganrun.training.hparams import choices_of  # noqa: E402
+from ganrun.training.run import build  # noqa: E402
 
 # name -> overrides; every one uses Adam and no metrics.
 CONFIGS = {
@@ -130,7 +131,7 @@ def ganrun_loop(cfg, baton: Baton, warmup: int, chunk: int) -> None:
     baton.take("ganrun")
     try:
         with tempfile.TemporaryDirectory() as run_dir:
-            module, trainer, datamodule, _ = _build(cfg, Path(run_dir), choices_of(cfg))
+            module, trainer, datamodule, _ = build(cfg, Path(run_dir), choices_of(cfg))
             # First: its clock stops at the end of the last step, before the side jobs of
             # the end of a run (final grid, checkpoint) that the hand loop does not do.
             trainer.callbacks.insert(0, TakeTurns(baton, warmup, chunk))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganrun.cli import compose_config as compose_cfg  # also registers ganrun_safe_name
+from ganrun.config.compose import compose_config as compose_cfg  # also registers ganrun_safe_name
 
 REPO = Path(__file__).resolve().parents[1]
 GANRUN = str(Path(sys.executable).with_name("ganrun"))
@@ -34,7 +34,7 @@ def ganrun_cache(tmp_path_factory):
 @pytest.fixture
 def train_fast(tmp_path):
     """Run a few generator steps in-process; returns (result, run_dir)."""
-    from ganrun.train import run
+    from ganrun.training.run import run
 
     def _run(*overrides: str, name: str = "run"):
         cfg, choices = compose_cfg(*FAST, *overrides)

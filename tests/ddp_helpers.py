@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 
 
 class PoisonOneProcess(pl.Callback):
@@ -17,4 +18,5 @@ class PoisonOneProcess(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if pl_module.g_steps == self.step and trainer.global_rank == self.rank:
-            pl_module.stat_sums = pl_module.stat_sums * float("nan")
+            pl_module.statistics.report("loss/d", torch.tensor(float("nan")))
+            pl_module.statistics.end_step()

@@ -106,7 +106,7 @@ def test_multirun_names_jobs_by_overrides_and_logs_their_hparams(tmp_path):
 
 
 def test_sweep_dir_names_are_safe_for_paths():
-    from ganrun.cli import safe_name
+    from ganrun.cli.train import safe_name
 
     assert safe_name("dataset.root=/data/imgs,loss=bce") == "dataset.root=_data_imgs,loss=bce"
     long = ",".join(f"k{i}=v{i}" for i in range(60))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ganrun import schema
+from ganrun.config import schema
 from ganrun.errors import UserError
 from ganrun.regularizers import REGULARIZERS
 
@@ -81,7 +81,7 @@ def test_debug_fast_overrides_the_primary_config():
 
 
 def test_metric_names_are_read_in_any_case():
-    from ganrun.tools import names_list
+    from ganrun.cli.tools import names_list
 
     cfg, _ = compose_cfg("metrics.names=[FID,Kid,pr]", "optimized_metric=FID")
     checked = schema.validate(cfg)

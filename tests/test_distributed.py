@@ -43,10 +43,10 @@ def single_process_scores(run_dir: Path, n_fake: int) -> dict:
     single-process run measures it: the evaluation noise of (seed, step), all samples
     generated here, the evaluator's scores."""
     from ganrun.callbacks.metrics import evaluation_seed
+    from ganrun.cli.tools import load_module
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
     from ganrun.samples import generate_many
-    from ganrun.tools import load_module
 
     module, cfg = load_module(run_dir / "checkpoints" / "last.ckpt")
     evaluator = Evaluator(cfg.metrics, load_dataset(cfg.dataset), cfg.dataset)
@@ -165,7 +165,7 @@ def test_a_sweep_of_ddp_jobs_where_one_process_of_one_job_diverges(tmp_path):
 def test_slurm_launcher_makes_one_ddp_job_across_nodes():
     from hydra.core.hydra_config import HydraConfig
 
-    from ganrun.cli import _fit_to_launcher
+    from ganrun.cli.train import _fit_to_launcher
 
     cfg, _ = compose_cfg("hydra/launcher=slurm_gpu", "hydra.launcher.nodes=2",
                          "hydra.launcher.tasks_per_node=4", "hydra.launcher.partition=gpu")
@@ -186,9 +186,9 @@ def test_lightning_reads_world_size_and_ranks_from_slurm(monkeypatch, tmp_path):
     from pytorch_lightning.plugins.environments import SLURMEnvironment
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from ganrun.distributed import GanrunDDPStrategy, global_rank
-    from ganrun.schema import validate
-    from ganrun.train import _build
+    from ganrun.config.schema import validate
+    from ganrun.training.launcher import GanrunDDPStrategy, global_rank
+    from ganrun.training.run import build
 
     # Lightning records the rank in these process-wide switches: put them back after.
     monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
@@ -202,7 +202,7 @@ def test_lightning_reads_world_size_and_ranks_from_slurm(monkeypatch, tmp_path):
                                "trainer.num_nodes=2", "dataset=ring8", "metrics=none")
     cfg = validate(cfg)
     assert global_rank(4) == 5  # before Lightning: who writes the run directory
-    _, trainer, _, _ = _build(cfg, tmp_path, choices, write=False)
+    _, trainer, _, _ = build(cfg, tmp_path, choices, write=False)
     strategy = trainer.strategy
     assert isinstance(strategy, GanrunDDPStrategy)
     assert isinstance(strategy.cluster_environment, SLURMEnvironment)

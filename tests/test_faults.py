@@ -13,9 +13,9 @@ import signal
 import pytest
 import torch
 
+from ganrun.config.schema import validate
 from ganrun.errors import DivergedError, Interrupted, UserError
-from ganrun.module import GANModule
-from ganrun.schema import validate
+from ganrun.training.module import GANModule
 
 from conftest import compose_cfg
 
@@ -194,7 +194,7 @@ def test_same_seed_gives_bit_identical_losses_and_metrics(train_fast):
     ("dataset=ring8 model.conditional=true", "model.conditional=true needs class labels"),
 ])
 def test_values_that_cannot_work_are_refused_before_training(override, expected, tmp_path):
-    from ganrun.train import run
+    from ganrun.training.run import run
 
     cfg, _ = compose_cfg("metrics=none", *override.split())
     with pytest.raises(UserError) as caught:
@@ -206,7 +206,7 @@ def test_values_that_cannot_work_are_refused_before_training(override, expected,
 
 
 def test_an_unwritable_run_directory_is_refused_at_the_start(tmp_path):
-    from ganrun.train import run
+    from ganrun.training.run import run
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")

@@ -38,7 +38,7 @@ def test_wgan_gp_in_bf16_has_a_finite_penalty(train_fast):
 
 def test_gradient_penalty_under_bf16_autocast_matches_fp32():
     from ganrun.models import DCGANDiscriminator
-    from ganrun.regularizers import input_gradient_norm
+    from ganrun.regularizers.penalties import input_gradient_norm
 
     torch.manual_seed(0)
     D = DCGANDiscriminator(3, 32, 16, False, "leaky_relu", 0.2).cuda()

@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from test_faults import load_ckpt
 from torch import nn
 
-from ganrun.dyngan import DynGAN, collapse_probability, weighted_kmeans
+from ganrun.config.schema import validate
 from ganrun.models import build_models
 from ganrun.models.layers import pack_samples
-from ganrun.module import GANModule
-from ganrun.schema import validate
+from ganrun.losses import real_probability as collapse_probability
+from ganrun.regularizers.dyngan import DynGAN, weighted_kmeans
+from ganrun.training.module import GANModule
 
 from conftest import compose_cfg
 
@@ -170,7 +171,7 @@ def test_dyngan_trains_on_images_and_its_samples_draw_partitions_from_the_prior(
                                  "regularizer.dyngan.ema=1.0", "regularizer.dyngan.delta=2.0",
                                  "train.steps=6", "model.hidden_dims=[32]")
     assert result["status"] == "finished"
-    from ganrun.tools import load_module, sample
+    from ganrun.cli.tools import load_module, sample
 
     state = load_ckpt(run_dir)["ganrun"]["regularizers"]["dyngan"]
     assert state["partitions"] > 1

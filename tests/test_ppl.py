@@ -125,9 +125,9 @@ def test_end_sampling_equals_torchmetrics_perceptual_path_length():
 
 def test_a_run_logs_ppl_and_records_its_protocol(train_fast):
     from ganrun.callbacks.metrics import PPL_STREAM, evaluation_seed
+    from ganrun.cli.tools import load_module
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
-    from ganrun.tools import load_module
 
     result, run_dir = train_fast("dataset=ring8", "metrics=default", "metrics.names=[modes,ppl]",
                                  "metrics.every=2", "metrics.n_fake=200",

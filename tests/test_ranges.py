@@ -11,7 +11,7 @@ from typing import get_type_hints
 import pytest
 from omegaconf import OmegaConf
 
-from ganrun import schema
+from ganrun.config import schema
 from ganrun.errors import UserError
 from ganrun.ranges import Range, check_ranges, nested_schemas, numeric_fields
 from ganrun.regularizers import REGULARIZERS

@@ -15,7 +15,7 @@ what the code prints now, so that README examples cannot go stale unnoticed.
    studies, a dataset not in the repository), the command's short form runs and CHECKS
    says why its figures are not compared.
 
-Runs are in-process (`ganrun.train.run`, the tools' own `main`) except where the
+Runs are in-process (`ganrun.training.run.run`, the tools' own `main`) except where the
 console is what the README shows (Hydra's sweep lines, the SIGTERM messages, errors
 Hydra raises while composing). About two minutes on 2 CPU cores. `-m slow` adds a
 2-step run of every command and every job of its sweeps, and the examples too long
@@ -47,7 +47,7 @@ import pytest
 from omegaconf import OmegaConf
 from pytorch_lightning import Callback
 
-from ganrun.cli import compose_config
+from ganrun.config.compose import compose_config
 from ganrun.errors import DivergedError, Interrupted, UserError
 
 from conftest import GANRUN, REPO, cli_env, make_cifar10, make_image_folder, make_mnist
@@ -262,7 +262,7 @@ def log_lines():
 
 
 def finished_line(result: dict, run_dir: Path) -> str:
-    """The line `ganrun` prints after run() returns (ganrun.cli logs it, run() does not)."""
+    """The line `ganrun` prints after run() returns (ganrun.cli.train logs it, run() does not)."""
     return (f"{result['status']}: {result['g_steps']} generator steps, {result['images_seen']} "
             f"images in {result['wall_seconds']:.1f} s; outputs in {run_dir}")
 
@@ -293,7 +293,7 @@ def readme_threads():
 def run_in_process(overrides: list[str], run_dir: Path) -> tuple[dict, list[str]]:
     """`ganrun <overrides>` in this process with the README's thread count: (metrics.json's
     dict, the lines printed, the `finished:` line last)."""
-    from ganrun.train import run
+    from ganrun.training.run import run
 
     cfg, choices = compose_config(*overrides)
     with log_lines() as lines, readme_threads():
@@ -303,7 +303,7 @@ def run_in_process(overrides: list[str], run_dir: Path) -> tuple[dict, list[str]
 
 def fails_in_process(overrides: list[str], run_dir: Path, error=UserError
                      ) -> tuple[Exception, list[str]]:
-    from ganrun.train import run
+    from ganrun.training.run import run
 
     cfg, choices = compose_config(*overrides)
     with log_lines() as lines, pytest.raises(error) as raised:
@@ -549,7 +549,7 @@ def test_readme_commands_are_found():
 def test_command_composes(command, tmp_path):
     """Composed and validated as `ganrun` would (the first job of a sweep); a command the
     README shows failing fails with the message shown."""
-    from ganrun.schema import validate
+    from ganrun.config.schema import validate
 
     (overrides,) = overrides_of(command, Data(tmp_path))
     shown = error_shown(command)
@@ -565,7 +565,7 @@ def test_command_composes(command, tmp_path):
         return
     assert shown, (f"README line {command.line}: `{command.text}` fails: "
                    f"{error.__class__.__name__}: {error}")
-    if isinstance(error, UserError):  # ganrun's validation: `ganrun: error: ...` (ganrun.cli)
+    if isinstance(error, UserError):  # ganrun's validation: `ganrun: error: ...` (ganrun.cli.train)
         compare(shown, [f"ganrun: error: {error}"], what=command.text)
     elif error is not None:  # Hydra's own composition errors: as the console says them
         compare(shown, run_console(command, tmp_path), what=command.text)
@@ -608,7 +608,7 @@ INLINE = [span for span in dict.fromkeys(re.findall(r"`(ganrun (?:-m )?[\w.+~/]+
 
 @pytest.mark.parametrize("text", INLINE)
 def test_inline_command_composes(text, tmp_path):
-    from ganrun.schema import validate
+    from ganrun.config.schema import validate
 
     command = Command(0, text, [])
     (overrides,) = overrides_of(command, Data(tmp_path))
@@ -694,7 +694,7 @@ def test_resume(quick_start, tmp_path):
 def test_sample_and_eval(tmp_path, monkeypatch, capsys):
     """ganrun-sample and ganrun-eval of a 300-step run, `ganrun train.steps=300`, whose
     metrics.jsonl line the README shows too."""
-    from ganrun.tools import eval_main, sample_main
+    from ganrun.cli.tools import eval_main, sample_main
 
     jsonl = block_after("(here `ganrun train.steps=300`)")
     run_dir = tmp_path / "outputs" / "runs" / stamp()
@@ -730,7 +730,7 @@ def test_eval_is_reproducible(tmp_path):
     # figures whatever torch's global state, and another seed other ones.
     import torch
 
-    from ganrun.tools import evaluate
+    from ganrun.cli.tools import evaluate
 
     run_dir = tmp_path / "run"
     run_in_process(["train.steps=2", "metrics=none"], run_dir)
@@ -745,7 +745,7 @@ def test_eval_is_reproducible(tmp_path):
 def test_sweep(tmp_path, monkeypatch, capsys):
     """The sweep as the console shows it, then ganrun-report on it (the README's report
     commands in their short form: the optimizer study's table needs its 18 runs)."""
-    from ganrun.report import main as report_main
+    from ganrun.analysis.report import main as report_main
 
     command = find(r"^ganrun -m loss=bce,hinge optim=adam,sgd train\.steps=20$")
     proc = console([GANRUN, *command.argv[1:]], cwd=tmp_path)
@@ -844,7 +844,7 @@ def test_image_folder_offline(tmp_path, monkeypatch, capsys):
     """The offline image-folder run in its short form: 2 steps, not 300 (~50 s), on 300
     fixture discs, not the README's own PNGs: its lines are compared with every number
     masked; ganrun-eval of it likewise, its refusal of five images exactly."""
-    from ganrun.tools import eval_main, sample_main
+    from ganrun.cli.tools import eval_main, sample_main
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no Inception weights at hand
     monkeypatch.chdir(tmp_path)
@@ -1007,7 +1007,7 @@ def test_short_run(pattern, tmp_path):
 def test_slow_every_job_composes_and_runs_two_steps(command, tmp_path):
     """Every job of a command's sweeps (and of its preset's) composes and validates, and
     its first job trains 2 steps."""
-    from ganrun.schema import validate
+    from ganrun.config.schema import validate
 
     if error_shown(command) or "ckpt_path=" in command.text:
         pytest.skip("an error example or a resume: run by the tests above")

@@ -10,29 +10,24 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ganrun.regularizers import (
-    EMA,
-    REGULARIZERS,
-    DRAGANPenalty,
-    Dropout,
-    ExperienceReplay,
-    FeatureMatching,
-    GradientPenalty,
-    HistoricalAveraging,
-    InstanceNoise,
-    LabelNoise,
-    LabelSmoothing,
+from ganrun.regularizers import REGULARIZERS, StepContext, build_regularizers
+from ganrun.regularizers.constraints import Dropout, SpectralNorm, WeightClip
+from ganrun.regularizers.ema import EMA
+from ganrun.regularizers.generator import Diversity as DiversityPenalty
+from ganrun.regularizers.generator import FeatureMatching
+from ganrun.regularizers.heads import (
     MinibatchDiscrimination,
     MinibatchDiscriminationLayer,
     MinibatchStdDev,
     MinibatchStdDevLayer,
-    R1Penalty,
-    SpectralNorm,
-    StepContext,
-    WeightClip,
-    build_regularizers,
 )
-from ganrun.regularizers import Diversity as DiversityPenalty
+from ganrun.regularizers.inputs import ExperienceReplay, InstanceNoise, LabelNoise, LabelSmoothing
+from ganrun.regularizers.penalties import (
+    DRAGANPenalty,
+    GradientPenalty,
+    HistoricalAveraging,
+    R1Penalty,
+)
 
 
 class LinearCritic(nn.Module):

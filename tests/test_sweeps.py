@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from ganrun.report import report
+from ganrun.analysis.report import report
 
 from conftest import GANRUN, cli_env, compose_cfg
 

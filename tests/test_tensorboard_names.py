@@ -17,9 +17,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
 
 from ganrun import outputs
-from ganrun import train as training
+from ganrun.training import hparams as training
+from ganrun.training.run import run
+from ganrun.analysis.report import report
 from ganrun.callbacks.metrics import Metrics
-from ganrun.report import report
 
 from conftest import FAST, GANRUN, cli_env, compose_cfg
 from tbread import hparams, scalars
@@ -41,7 +42,7 @@ def experiment(tb_dir: Path):
 
 def train(tmp_path, name, *overrides):
     cfg, choices = compose_cfg(*QUICK, *overrides)
-    training.run(cfg, run_dir=tmp_path / name, hydra_choices=choices)
+    run(cfg, run_dir=tmp_path / name, hydra_choices=choices)
     return tmp_path / name / "tb"
 
 
@@ -154,7 +155,7 @@ def test_record_sweep_writes_the_sweep_config_for_any_sweeper(tmp_path):
 
 
 def test_safe_name_with_the_jobs_overrides(tmp_path):
-    from ganrun.cli import safe_name
+    from ganrun.config.compose import safe_name
 
     sweep = write_sweep(tmp_path, ["dataset.root=/data/a,/data/b", "train.steps=3"])
     assert safe_name("dataset.root=/data/b,train.steps=3", ["dataset.root=/data/b",

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ganrun.cli.tools import evaluate, sample
 from ganrun.errors import UserError
-from ganrun.tools import evaluate, sample
 
 from conftest import GANRUN, cli_env
 
@@ -69,16 +69,16 @@ def test_eval_of_a_finished_run_and_of_a_folder(train_fast, tmp_path):
 
 def test_eval_images_writes_beside_the_folder_when_the_run_is_read_only(train_fast, tmp_path,
                                                                           monkeypatch, capsys):
-    import ganrun.tools
+    import ganrun.cli.tools
 
     _, run_dir = train_fast()
     folder = tmp_path / "imgs"
     sample(str(run_dir), n=60, folder=True, out=str(folder))
     (tmp_path / "a_file").write_text("")
-    monkeypatch.setattr(ganrun.tools, "_run_dir", lambda ckpt: tmp_path / "a_file" / "run")
+    monkeypatch.setattr(ganrun.cli.tools, "_run_dir", lambda ckpt: tmp_path / "a_file" / "run")
     monkeypatch.setattr(sys, "argv", ["ganrun-eval", str(run_dir), "--images", str(folder),
                                       "names=FID", "n_real=300"])
-    ganrun.tools.eval_main()
+    ganrun.cli.tools.eval_main()
     assert capsys.readouterr().out.splitlines()[-1] == f"written: {tmp_path / 'eval_images.json'}"
     assert json.loads((tmp_path / "eval_images.json").read_text())["metrics"].keys() == {"fid"}
 

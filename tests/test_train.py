@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from ganrun.train import run
+from ganrun.training.run import run
 
 from conftest import FAST, compose_cfg
 from tbread import hparams, image_steps, scalars
@@ -294,11 +294,11 @@ def test_n_gen_decay_uniform_latent_and_truncation_train(train_fast):
     assert state["lr_schedulers"][0]["last_epoch"] == 4
     # The sample grids' fixed noise is truncated too (uniform on [-0.5, 0.5]).
     from ganrun.callbacks.samples import SampleGrids
-    from ganrun.schema import validate
-    from ganrun.train import _build
+    from ganrun.config.schema import validate
+    from ganrun.training.run import build
 
     cfg, choices = compose_cfg(*FAST, "sample.latent=uniform", "sample.truncation=0.5")
-    module, trainer, _, _ = _build(validate(cfg), run_dir, choices, write=False)
+    module, trainer, _, _ = build(validate(cfg), run_dir, choices, write=False)
     (grids,) = [c for c in trainer.callbacks if isinstance(c, SampleGrids)]
     grids.setup(trainer, module, "fit")
     assert grids.noise.abs().max() <= 0.5 and grids.noise.abs().max() > 0.4
@@ -308,8 +308,8 @@ def test_ema_generator_is_checkpointed_and_used_for_samples(train_fast):
     result, run_dir = train_fast("regularizer=[ema]", "regularizer.ema.decay=0.5")
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
                        weights_only=False)
-    keys = [k for k in state["state_dict"] if k.startswith("G_ema.")]
-    assert keys and all(not torch.equal(state["state_dict"][k], state["state_dict"]["G" + k[5:]])
+    keys = [k for k in state["state_dict"] if k.startswith("G_sampler.")]
+    assert keys and all(not torch.equal(state["state_dict"][k], state["state_dict"]["G" + k[len("G_sampler"):]])
                         for k in keys if k.endswith("weight"))
 
 

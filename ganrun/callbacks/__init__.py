@@ -1,5 +1,5 @@
 """Lightning callbacks, one side job each: the divergence guard, the step-statistics
-logger, sample grids, metrics and checkpoints (and the signal handler `ganrun.train`
+logger, sample grids, metrics and checkpoints (and the signal handler `ganrun.training.run`
 adds). `build_callbacks` makes them from the `callbacks` config group."""
 
 from __future__ import annotations

@@ -11,13 +11,32 @@ import torch
 from ganrun.errors import UserError
 
 
-class EveryNSteps(pl.Callback):
+class SideJob(pl.Callback):
+    """A ganrun callback: what it needs from the others, and what it adds to
+    metrics.json. `needs`: the callbacks it cannot work without (a configuration that
+    removes one is refused before training, naming both: `check_needs`); `uses`: those
+    it reads when they are there. Both are found with `peer`."""
+
+    order = 0  # place among the callbacks: the divergence guard first, checkpoints last
+    needs: tuple[type, ...] = ()
+    uses: tuple[type, ...] = ()
+
+    def summary(self) -> dict:
+        """Sections of metrics.json this callback contributes ({"losses": ...})."""
+        return {}
+
+
+def peer(trainer: pl.Trainer, kind: type):
+    """The trainer's callback of type `kind` (one a callback `needs` or `uses`), or None."""
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
+class EveryNSteps(SideJob):
     """A side job every `every` generator steps and at the last one (and, with
     `at_stop`, when a signal stops the run early). It acts only after a step was
     trained: not when the budget was already reached, nor after a roll-back."""
 
     at_stop = False
-    order = 0  # place among the callbacks: the divergence guard first, checkpoints last
 
     def __init__(self, every: int):
         if not isinstance(every, int) or every <= 0:
@@ -43,17 +62,11 @@ def run_dir(trainer: pl.Trainer) -> Path:
 
 
 def mean_step_stats(trainer: pl.Trainer, module) -> dict[str, float]:
-    """The step statistics averaged since the last log, with what a probe measured in
-    this step (callbacks.health), and averaged over the processes under DDP: one
-    collective, and one host sync."""
-    names, means = list(module.stat_names), module.stat_sums / module.stat_count
-    if module.probe is not None and module.probe.outputs is not None:
-        measured = module.probe.tensors(module)
-        names += list(measured)
-        means = torch.cat([means, torch.stack(list(measured.values())).to(means)])
-    if trainer.world_size > 1:
-        means = trainer.strategy.reduce(means, reduce_op="mean")
-    return dict(zip(names, means.tolist(), strict=True))
+    """The step statistics (ganrun.stepstats) averaged since the last read, by name,
+    averaged over the processes under DDP: one collective, and one host sync."""
+    reduce = ((lambda t: trainer.strategy.reduce(t, reduce_op="mean"))
+              if trainer.world_size > 1 else None)
+    return module.statistics.read(reduce)
 
 
 def share_buffers(trainer: pl.Trainer, module) -> None:

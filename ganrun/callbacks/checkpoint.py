@@ -2,7 +2,7 @@
 whichever comes first, at the end and when a signal stops the run: written to a
 temporary file and renamed, so it is never half written. Besides the module's
 state, it holds every process's random streams (latents, penalties' interpolates,
-dropout), so that a resumed run draws what the uninterrupted one would have.
+random layers), so that a resumed run draws what the uninterrupted one would have.
 
 Under DDP, when another process dies (SIGKILL, a segfault, out of memory), process
 0 saves the last completed step alone: its copy of the weights and optimizer states
@@ -86,12 +86,11 @@ class AtomicCheckpoint(EveryNSteps):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """Another process died: the collective in progress failed here (or would hang,
-        see ganrun.distributed). Process 0 puts back what it had changed of the step
-        in progress and saves the last completed step alone."""
-        from ganrun.distributed import WorkerLauncher
-
+        see ganrun.training.launcher). Process 0 puts back what it had changed of the
+        step in progress and saves the last completed step alone. Only ganrun's launcher
+        can tell (`dead_peer`); under any other, nothing is saved here."""
         launcher = getattr(trainer.strategy, "launcher", None)
-        if (self.last_step is None or not isinstance(launcher, WorkerLauncher)
+        if (self.last_step is None or not hasattr(launcher, "dead_peer")
                 or not isinstance(exception, Exception) or isinstance(exception, UserError)):
             return
         if launcher.dead_peer(wait=5.0) is None:  # a failure of this process: not ours to save

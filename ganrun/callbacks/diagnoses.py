@@ -15,7 +15,7 @@ Failures that look alike are told apart by where the generator's mass lies:
 - oscillation: D's margin (mean score on real minus generated samples) changing sign
   again and again.
 
-DynGAN's detector (the share of real samples D still tells from the generated ones)
+the collapse detector of Luo et al. 2024 (the share of real samples D still tells from the generated ones)
 is evidence, not a verdict: a blurred generator also leaves most real samples
 "collapsed". It decides nothing where the modes can be counted; where they cannot
 (no metric), a high share is named as what it is: collapse or blur, not told apart.

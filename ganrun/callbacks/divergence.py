@@ -33,6 +33,9 @@ class DivergenceGuard(EveryNSteps):
         self.finite_at = 0
         self.values: dict[str, float] = {}  # the step statistics that diverged
 
+    def summary(self) -> dict:
+        return {"restores": self.restores} if self.restores else {}  # metrics.json's roll-backs
+
     def on_train_start(self, trainer, pl_module) -> None:
         self.finite_at = pl_module.g_steps
         if self.on_diverge == "restore" and pl_module.g_steps == 0:
@@ -40,12 +43,12 @@ class DivergenceGuard(EveryNSteps):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # Every process takes the same decision here, so the collective below matches.
-        if not pl_module.stat_count or not (self.due(pl_module) or any(
+        if not pl_module.statistics.steps or not (self.due(pl_module) or any(
                 c.due(pl_module) for c in trainer.callbacks
                 if isinstance(c, EveryNSteps) and c is not self)):
             return
         step = pl_module.g_steps
-        finite = bool(torch.isfinite(pl_module.stat_sums).all())  # one host sync
+        finite = pl_module.statistics.all_finite()  # one host sync
         if trainer.world_size > 1:
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
@@ -60,12 +63,12 @@ class DivergenceGuard(EveryNSteps):
 
     def _culprits(self, trainer, module) -> str:
         """The non-finite values, of the first process that has any."""
-        means = module.stat_sums / module.stat_count
+        names, means = module.statistics.stacked()
         rows = [means]
         if trainer.world_size > 1:
             rows = list(trainer.strategy.all_gather(means))
         for rank, row in enumerate(rows):
-            values = dict(zip(module.stat_names, row.tolist(), strict=True))
+            values = dict(zip(names, row.tolist(), strict=True))
             bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 self.values = values
@@ -96,7 +99,8 @@ class DivergenceGuard(EveryNSteps):
                                               strict=True):
                 scheduler.load_state_dict(sched_state)
                 scheduler.base_lrs = [lr * change for lr in scheduler.base_lrs]
-        module.stat_sums, module.stat_count, module.trained_step = None, 0, None
+        module.statistics.clear()
+        module.trained_step = None
         self.finite_at = module.g_steps
         self.restores.append({"at_step": step, "to_step": module.g_steps,
                               "lr_scale": module.lr_scale, "reason": message})

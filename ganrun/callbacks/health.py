@@ -4,13 +4,13 @@ and which failure it is (the rules: ganrun.callbacks.diagnoses).
 Measured at every step the step statistics are logged (log.every), on the device,
 and read back with them in the same transfer (no host sync of its own):
 
-- health/collapsed_share: DynGAN's collapse detector as a monitor. On a fixed
+- health/collapsed_share: the collapse detector of Luo et al. (2024) as a monitor. On a fixed
   subset of the real data, D's probability of "real" per sample, averaged over the
-  logs (exponential average, weight `ema`, started at the first value); a sample
+  logs (exponential average, weight `rate`, started at the first value); a sample
   is collapsed when its average exceeds 1 / (1 + delta), i.e. when (for an optimal
   D) the generator puts less than delta times the data's density there. For
   critic losses the probability is the share of the step's generated samples D
-  scores below the real one (ganrun.dyngan.collapse_probability).
+  scores below the real one (ganrun.losses.real_probability).
 - health/d_accuracy_real, health/d_accuracy_fake: D's accuracy on the step's last
   real and generated batch, at the loss's decision boundary.
 - health/grad_norm_g, health/grad_norm_d: the L2 norm of G's and D's gradients at
@@ -34,10 +34,10 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from ganrun.callbacks.base import SideJob, peer
 from ganrun.callbacks.diagnoses import (
     COLLAPSE_KINDS,
     Episodes,
@@ -48,9 +48,10 @@ from ganrun.callbacks.diagnoses import (
 )
 from ganrun.callbacks.metrics import Metrics
 from ganrun.callbacks.stats import StepStats
-from ganrun.dyngan import collapse_probability
+from ganrun.losses import real_probability
 from ganrun.metrics.modes import mass_on_modes
 from ganrun.ranges import above, at_least, between, check_ranges
+from ganrun.regularizers import remedies
 from ganrun.samples import evaluating, generate, noise
 
 log = logging.getLogger("ganrun")
@@ -75,9 +76,9 @@ class Probe:
     and its gradients; `tensors()` turns them into the health statistics."""
 
     def __init__(self, real: Tensor, labels: Tensor | None, index: Tensor, delta: float,
-                 ema: float):
-        self.real, self.labels, self.index = real, labels, index
-        self.threshold, self.ema = 1.0 / (1.0 + delta), ema
+                 rate: float):
+        self.real, self.labels, self.index = real, labels, index  # labels: the dataset's
+        self.threshold, self.rate = 1.0 / (1.0 + delta), rate
         self.scores: Tensor | None = None
         self.outputs: tuple[Tensor, Tensor] | None = None
         self.norms: dict[str, Tensor] = {}
@@ -94,13 +95,11 @@ class Probe:
         decision = module.loss.decision
         if decision is None:
             decision = 0.5 * (real_out.mean() + fake_out.mean())
-        labels = self.labels
-        if module.partitioner is not None:
-            labels = module.partitioner.real_labels(self.index.to(module.device))
+        labels = module.labels_of(self.index, self.labels)
         with evaluating(module.D) as D:
             subset_out = D(self.real, labels)
-        p = collapse_probability(subset_out, fake_out, module.probability_outputs)
-        self.scores = p if self.scores is None else self.scores.lerp_(p, self.ema)
+        p = real_probability(subset_out, fake_out, module.probability_outputs)
+        self.scores = p if self.scores is None else self.scores.lerp_(p, self.rate)
         zero = real_out.new_zeros(())
         values = [(self.scores > self.threshold).float().mean(),
                   (real_out > decision).float().mean(), (fake_out <= decision).float().mean(),
@@ -114,7 +113,7 @@ class HealthRanges:
 
     subset: int = at_least(1)
     delta: float = above(0)
-    ema: float = between(0, 1, low_open=True)
+    rate: float = between(0, 1, low_open=True)
     collapse_warn: float = between(0, 1)
     vanish_accuracy: float = between(0, 1)
     vanish_drop: float = at_least(1)
@@ -127,17 +126,19 @@ class HealthRanges:
     window: int = at_least(3)
 
 
-class HealthMonitor(pl.Callback):
+class HealthMonitor(SideJob):
     order = 5  # after the step statistics are read back and the metrics measured
+    needs = (StepStats,)  # the statistics it judges are read at StepStats' logs
+    uses = (Metrics,)  # where the generator's mass lies, on images
 
-    def __init__(self, subset: int = 256, delta: float = 0.2, ema: float = 0.1,
+    def __init__(self, subset: int = 256, delta: float = 0.2, rate: float = 0.1,
                  collapse_warn: float = 0.5, vanish_accuracy: float = 0.99,
                  vanish_drop: float = 100.0, collapse_share: float = 0.75,
                  blur_quality: float = 0.5, blur_precision: float = 0.25,
                  collapse_recall: float = 0.2, coverage_every: int = 1000,
                  swing: float = 0.3, window: int = 8):
         check_ranges(HealthRanges, {k: v for k, v in locals().items() if k != "self"})
-        self.subset, self.delta, self.ema = subset, delta, ema
+        self.subset, self.delta, self.rate = subset, delta, rate
         self.collapse_warn, self.vanish_accuracy = collapse_warn, vanish_accuracy
         self.vanish_drop, self.coverage_every = vanish_drop, coverage_every
         self.thresholds = Thresholds(collapse_share, blur_quality, blur_precision,
@@ -170,8 +171,7 @@ class HealthMonitor(pl.Callback):
     # --- set-up and arming -------------------------------------------------------------
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.stats = next((c for c in trainer.callbacks if isinstance(c, StepStats)), None)
-        self.metrics = next((c for c in trainer.callbacks if isinstance(c, Metrics)), None)
+        self.stats, self.metrics = peer(trainer, StepStats), peer(trainer, Metrics)
         if trainer.datamodule is None:  # fitted on a bare dataloader: nothing to watch
             return
         cfg = pl_module.cfg
@@ -180,9 +180,7 @@ class HealthMonitor(pl.Callback):
         n = min(self.subset, len(dataset)) // pl_module.D.pack * pl_module.D.pack
         index = torch.randperm(len(dataset), generator=generator)[:n]
         real = pl_module.as_d_input(dataset.data[index].to(pl_module.device))
-        labels = (dataset.labels[index].to(pl_module.device)
-                  if pl_module.num_classes and pl_module.partitioner is None else None)
-        self.probe = Probe(real, labels, index, self.delta, self.ema)
+        self.probe = Probe(real, dataset.labels, index, self.delta, self.rate)
         names = set(cfg.metrics.names) if self.metrics is not None else set()
         if pl_module.points:
             from ganrun.data import mixture_centres
@@ -193,8 +191,7 @@ class HealthMonitor(pl.Callback):
         self.can_tell = self.centres is not None or bool(self.classes) or "pr" in names
         self.probability = pl_module.probability_outputs
         active = set(cfg.regularizer)
-        fixes = [f"[{r}]" for r in ("dyngan", "pacgan", "unrolled", "minibatch_discrimination")
-                 if r not in active]
+        fixes = [f"[{r}]" for r in remedies("mode_collapse") if r not in active]
         self.fixes = (f"try regularizer={', '.join(fixes[:-1])} or {fixes[-1]}" if len(fixes) > 1
                       else f"try regularizer={fixes[0]}" if fixes
                       else "try a longer run or other settings of the active techniques")
@@ -350,4 +347,4 @@ class HealthMonitor(pl.Callback):
         out = {k.removeprefix("health/"): v for k, v in self.last.items()}
         if self.coverage:
             out["coverage"] = self.coverage
-        return {**out, "warnings": self.warnings}
+        return {"health": {**out, "warnings": self.warnings}}

@@ -1,6 +1,6 @@
 """Metrics every `every` generator steps and at the end: FID, KID, IS, precision /
 recall, density / coverage, class and mode coverage, as `metrics.*` configures
-them, of the (EMA) generator. Under DDP each process generates and extracts the
+them, of the generator that samples (module.sampler). Under DDP each process generates and extracts the
 features of its share of the samples; torchmetrics gathers them and process 0
 scores the whole set. The noise depends on (seed, step) alone: the same samples
 with any number of processes (with n_fake >= 500 x processes, the very same
@@ -90,6 +90,20 @@ class Metrics(EveryNSteps):
         if not trainer.is_global_zero:
             self.evaluator = build()
         self.state = GeneratedFeatures(self.evaluator.scores)
+
+    def summary(self) -> dict:
+        return {"metrics": self.last}  # metrics.json's `metrics`: the last scores
+
+    def hparams_metrics(self) -> list[str]:
+        """The TensorBoard scalars of the metrics this run measures: those of
+        metrics.names that apply to its data and extractor (HParams' columns)."""
+        from ganrun.config.schema import METRIC_OUTPUTS
+
+        if self.evaluator is None:
+            return []
+        skipped = self.evaluator.skipped
+        return [f"metrics/{output}" for name in self.evaluator.cfg.names if name not in skipped
+                for output in METRIC_OUTPUTS[name]]
 
     def due(self, module) -> bool:
         return self.evaluator is not None and super().due(module)

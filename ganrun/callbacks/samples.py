@@ -21,7 +21,7 @@ class SampleGrids(EveryNSteps):
         """The same noise at every grid, drawn from the run's seed alone."""
         cfg, classes = pl_module.cfg, pl_module.num_classes
         n = POINTS if pl_module.points else self.n_samples
-        if classes and pl_module.partitioner is None:  # one row per class
+        if classes and pl_module.labeller is None:  # one row per class
             self.labels = torch.arange(classes).repeat_interleave(max(1, n // classes))
             n = self.labels.numel()
         self.noise = sample_latent(n, pl_module.latent_dim, cfg.sample.latent,
@@ -35,9 +35,9 @@ class SampleGrids(EveryNSteps):
         if not trainer.is_global_zero:
             return
         labels = self.labels.to(module.device) if self.labels is not None else None
-        if module.partitioner is not None:  # DynGAN: partitions as the prior has them now
-            labels = torch.multinomial(module.partitioner.prior.cpu(), self.noise.shape[0], True,
-                                       generator=torch.Generator().manual_seed(module.cfg.seed))
+        if module.labeller is not None:  # its labels as it draws them now, from the seed
+            labels = module.labeller.sample_labels(
+                self.noise.shape[0], generator=torch.Generator().manual_seed(module.cfg.seed))
             labels = labels.to(module.device)
         fake = generate(module, self.noise.to(module.device), labels)
         if module.points:

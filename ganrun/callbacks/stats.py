@@ -44,6 +44,11 @@ class StepStats(EveryNSteps):
         self._printed = 0.0  # when the console last got a line
         self.heartbeat = False
 
+    def summary(self) -> dict:
+        """metrics.json's `losses`: the last values logged (the health values have their
+        own section)."""
+        return {"losses": {k: v for k, v in self.last.items() if not k.startswith("health/")}}
+
     def on_train_start(self, trainer, pl_module) -> None:
         now = time.perf_counter()
         self._clock = (now, pl_module.images_seen)
@@ -71,10 +76,9 @@ class StepStats(EveryNSteps):
             self._printed = now
 
     def act(self, trainer, module, step: int) -> None:
-        if not module.stat_count:
+        if not module.statistics.steps:
             return
         stats = mean_step_stats(trainer, module)
-        module.stat_sums, module.stat_count = None, 0
         self.last, self.logged_at = stats, step
         now, seen = time.perf_counter(), module.images_seen
         rate = (seen - self._clock[1]) / max(now - self._clock[0], 1e-9)

@@ -21,6 +21,9 @@ from ganrun.models.layers import (
 )
 from ganrun.models.mlp import MLPDiscriminator, MLPGenerator
 from ganrun.models.resnet import ResNetDiscriminator, ResNetGenerator
+from ganrun.registry import import_all
+
+import_all(__name__)  # a new family's file registers itself (@MODELS.register)
 
 
 def output_activation(name: str, points: bool) -> nn.Module:

@@ -19,14 +19,12 @@ columns (health/collapsed_share, health/grad_norm_g, ...) are the last logged va
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
 import math
 import os
 import statistics
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +32,8 @@ from typing import NamedTuple
 
 import yaml
 
+from ganrun.analysis.stats import ci95_half_width, welch_p
 from ganrun.outputs import read_json, restore_non_finite, varied_overrides
-from ganrun.stats import ci95_half_width, welch_p
 
 # Lower is better for these; higher for the rest.
 LOWER_IS_BETTER = {"fid", "kid", "class_kl", "reverse_kl", "ppl", "loss/d", "loss/g"}
@@ -552,31 +550,3 @@ def report(sweep: str | Path, metric: str | None = None,
                        f"{', '.join(names)}")
     written = write_reports(sweep, groups, jobs, columns, metric)
     return [row for g in groups for row in g.rows], names, written
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="ganrun-report", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep", help="a multirun directory (outputs/multiruns/<stamp>)")
-    parser.add_argument("--metric", default=None,
-                        help="metric to sort and plot by (default: per group of jobs evaluated "
-                             "alike, the first of fid, kid, modes, classes_covered, is logged, "
-                             "else loss/g)")
-    parser.add_argument("--columns", default=None,
-                        help="metrics shown in report.md, comma-separated, or 'all' (default: "
-                             "the ranking metric and its companions, e.g. fid with kid, "
-                             "precision, recall; report.csv always has all)")
-    args = parser.parse_args()
-    columns = args.columns.split(",") if args.columns else None
-    try:
-        _, _, written = report(args.sweep, args.metric, columns)
-    except (FileNotFoundError, KeyError) as e:
-        if isinstance(e, NothingToRank):  # the job list is still worth reading
-            print((Path(args.sweep) / "report.md").read_text())
-        print(f"ganrun-report: error: {str(e).strip(chr(39) + chr(34))}", file=sys.stderr)
-        sys.exit(1)
-    print((Path(args.sweep) / "report.md").read_text())
-    print("written: " + ", ".join(str(p) for p in written))
-
-
-if __name__ == "__main__":
-    main()

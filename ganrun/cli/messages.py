@@ -12,12 +12,11 @@ import logging
 import os
 import re
 import shutil
-from importlib.resources import files
 
 import yaml
 
-# Root keys that are plumbing, not options: left out of the lists shown to users.
-HIDDEN_KEYS = {"study", "defaults"}
+from ganrun.config.compose import HIDDEN_KEYS, config_groups, configs_folder, root_keys  # noqa: F401
+
 COMMANDS = {
     "ganrun-sample": "samples of a finished run: a grid or a folder of PNGs",
     "ganrun-eval": "metrics of a finished run, or of a folder of images (--images)",
@@ -31,36 +30,6 @@ HYDRA_LAUNCHERS = {  # Hydra's plugins, no YAML of ganrun's
     "submitit_local": "submitit on this machine",
     "submitit_slurm": "submitit on a SLURM cluster (slurm_gpu has ganrun's settings)",
 }
-
-
-def _configs():
-    return files("ganrun.configs")
-
-
-def config_groups() -> dict[str, list[str]]:
-    """Each config group (hydra/launcher among them) and its options."""
-    out: dict[str, list[str]] = {}
-
-    def walk(folder, prefix: str) -> None:
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.is_dir() and not entry.name.startswith("__"):
-                options = sorted(e.name[:-5] for e in entry.iterdir() if e.name.endswith(".yaml"))
-                if options:
-                    out[prefix + entry.name] = options
-                walk(entry, prefix + entry.name + "/")
-
-    walk(_configs(), "")
-    out.pop("hydra", None)  # hydra/default.yaml is plumbing; hydra/launcher is a choice
-    out["hydra/launcher"] = sorted({*out.get("hydra/launcher", []), "basic", "joblib",
-                                    "submitit_local", "submitit_slurm"})
-    return out
-
-
-def root_keys() -> list[str]:
-    """The top-level keys of train.yaml a user sets (seed, train, log, ...)."""
-    text = (_configs() / "train.yaml").read_text()
-    groups = config_groups()
-    return [k for k in yaml.safe_load(text) if k not in HIDDEN_KEYS and k not in groups]
 
 
 def header(path, width: int = 88) -> str:
@@ -202,7 +171,7 @@ def _comma_list(override: str, args: list[str]) -> str:
 
 def list_groups() -> list[str]:
     """The groups that take a list of options (`regularizer: []` in train.yaml's defaults)."""
-    defaults = yaml.safe_load((_configs() / "train.yaml").read_text())["defaults"]
+    defaults = yaml.safe_load((configs_folder() / "train.yaml").read_text())["defaults"]
     return [k for entry in defaults if isinstance(entry, dict)
             for k, v in entry.items() if isinstance(v, list)]
 
@@ -212,7 +181,7 @@ def _value_of(key: str, args: list[str]):
     value); None when there is none or that cannot be composed."""
     from omegaconf import OmegaConf
 
-    from ganrun.cli import compose_config
+    from ganrun.config.compose import compose_config
 
     single = [a.split("=", 1)[0] + "=" + _first(a.split("=", 1)[1]) if "=" in a else a
               for a in args if not a.startswith("-")]
@@ -262,7 +231,7 @@ def help_text() -> str:
              "  ganrun -m group=a,b key=1,2 ...                  a sweep (outputs/multiruns/<stamp>)",
              "  ganrun ... --cfg job                             print the composed config",
              "", "Config groups (group=option):"]
-    configs = _configs()
+    configs = configs_folder()
     for group, options in config_groups().items():
         lines.append(f"  {group}")
         folder = configs.joinpath(*group.split("/"))

@@ -91,7 +91,7 @@ def load_module(ckpt: Path):
     import torch
     from omegaconf import OmegaConf
 
-    from ganrun.module import GANModule
+    from ganrun.training.module import GANModule
 
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -103,8 +103,8 @@ def load_module(ckpt: Path):
     module = GANModule(cfg, shape, num_classes=saved["num_classes"])
     weights = {k: v for k, v in state["state_dict"].items()
                if k not in ("fixed_noise", "fixed_labels")}  # kept by ganrun <= 0.1
-    module.load_state_dict(weights)
-    module.on_load_checkpoint(state)  # steps, regularizers' state (DynGAN's partitions)
+    module.load_state_dict(module.upgrade_state_dict(weights))
+    module.on_load_checkpoint(state)  # steps, the regularizers' state
     return module.eval(), cfg
 
 
@@ -144,14 +144,14 @@ def _labels(module, n: int, class_: int | None, folder: bool):
 
     class=K: n samples of class K. A class-conditional grid: one row per class, n // classes
     samples each, as the training grids (callbacks/samples.py). Otherwise None: labels as
-    the metrics draw them (uniform classes, DynGAN's partitions by their prior)."""
+    the metrics draw them (uniform classes, or a regularizer's labels as it draws them)."""
     import torch
 
-    classes = 0 if module.partitioner is not None else module.num_classes
+    classes = 0 if module.labeller is not None else module.num_classes
     if class_ is not None:
         if not classes:
-            why = ("its generator is conditioned on DynGAN's partitions, not classes"
-                   if module.partitioner is not None else "it is unconditional")
+            why = (f"its generator is conditioned on regularizer {module.labeller.name}'s "
+                   "labels, not classes" if module.labeller is not None else "it is unconditional")
             raise UserError(f"class={class_}: this run has no classes to choose ({why}; "
                             f"class= needs model.conditional=true on a labelled dataset)")
         if not 0 <= class_ < classes:
@@ -274,10 +274,10 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
     import torch
 
     from ganrun.callbacks.metrics import PPL_STREAM
+    from ganrun.config.schema import METRIC_NAMES, check_metrics
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
     from ganrun.samples import generate_many
-    from ganrun.schema import METRIC_NAMES, check_metrics
 
     check_seed(seed)
     ckpt = checkpoint_of(path)
@@ -330,8 +330,8 @@ def _folder_images(images: str, dataset):
     only for runs on images; unreadable files are skipped with a warning."""
     from omegaconf import OmegaConf
 
+    from ganrun.config.schema import point_datasets
     from ganrun.data import load_dataset
-    from ganrun.schema import point_datasets
 
     if dataset.name in point_datasets():
         raise UserError(f"--images {images}: dataset={dataset.name} is 2-D points, not images; "
@@ -376,7 +376,7 @@ def eval_main() -> None:
 def names_list(value: str) -> list[str]:
     """names=fid,kid: the metrics to compute, checked against metrics.names' choices
     (in any case: names=FID is fid)."""
-    from ganrun.schema import metric_name
+    from ganrun.config.schema import metric_name
 
     names = [n.strip() for n in value.strip("[]").split(",") if n.strip()]
     return [metric_name("names", name) for name in names]

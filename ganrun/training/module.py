@@ -5,8 +5,13 @@ on its own real batch, then `n_gen` G updates. The budget is counted in
 generator steps (`g_steps`), not Lightning's `global_step`, which counts every
 optimizer step. What happens around the step (logging, sample grids, metrics,
 checkpoints, the divergence guard) is one Lightning callback each, in
-ganrun/callbacks/; they read what the step leaves here: `g_steps`, the summed
-step statistics, and whether the run is `finished` or `stopping`.
+ganrun/callbacks/; they read what the step leaves here: `g_steps`, the step
+statistics reported by name (`self.statistics`, ganrun.stepstats), and whether the
+run is `finished` or `stopping`.
+
+The module names no technique: it calls the regularizers' hooks that are
+overridden and asks all of them for their traits (ganrun.regularizers.base): the
+samples D judges at once, the source of labels, the network that samples.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from torch import Tensor, nn
 from ganrun.losses import MinimaxLoss, RelativisticAverageLoss, build_loss
 from ganrun.models import build_models
 from ganrun.optim import OPTIMIZERS, build_optimizer, lr_factor
-from ganrun.regularizers import EMA, StepContext, build_regularizers, pack_of
+from ganrun.regularizers import HOOKS, StepContext, build_regularizers, samples_per_decision
 from ganrun.samples import sample_latent
+from ganrun.stepstats import StepStatistics
 
 log = logging.getLogger("ganrun")
 
@@ -37,26 +43,28 @@ class GANModule(pl.LightningModule):
         self.data_shape = tuple(data_shape)
         self.points = len(data_shape) == 1
         self.regularizers = build_regularizers(cfg.regularizer, total_steps=cfg.train.steps)
-        # DynGAN's partitions take the place of classes: G and D are conditioned on them.
-        self.partitioner = next((r for r in self.regularizers if r.conditions), None)
-        self.num_classes = (self.partitioner.conditions if self.partitioner
+        # A regularizer with classes of its own (conditions) is the source of labels: G
+        # and D are conditioned on its classes in place of the dataset's.
+        self.labeller = next((r for r in self.regularizers if r.conditions), None)
+        self.num_classes = (self.labeller.conditions if self.labeller
                             else num_classes if cfg.model.conditional else 0)
-        pack = pack_of(cfg.regularizer)
+        pack = samples_per_decision(cfg.regularizer)
         self.G, self.D = build_models(cfg.model, data_shape, self.num_classes, pack=pack)
         self.loss = build_loss(cfg.loss)
         for reg in self.regularizers:
             reg.wrap(self.G, self.D)
-        ema = next((r for r in self.regularizers if isinstance(r, EMA)), None)
-        self.G_ema = ema.model if ema else None  # a submodule: saved and moved with the rest
+        # The network samples and metrics come from, when a regularizer has one (a
+        # submodule: saved and moved with the rest).
+        self.G_sampler = next((net for net in (r.sampler() for r in self.regularizers)
+                               if net is not None), None)
         self.trains_d = self.loss.space != "samples"
         self._hooks = {hook: [r for r in self.regularizers if hook in r.hooks()]
-                       for hook in ("d_inputs", "d_fakes", "targets", "d_penalty", "g_penalty",
-                                    "after_d_step", "after_g_step", "unroll", "after_step")}
+                       for hook in HOOKS}
         if not self.trains_d:
             self._hooks["d_penalty"] = []
         # Plain copies of what every step reads: an OmegaConf lookup costs microseconds.
         self.n_critic, self.n_gen = cfg.optim.n_critic, cfg.optim.n_gen
-        # Samples per D step: dataset.batch_size decisions of D, pack samples each (PacGAN).
+        # Samples per D step: dataset.batch_size decisions of D, `pack` samples each.
         self.batch_size, self.latent_dim = cfg.dataset.batch_size * pack, cfg.model.latent_dim
         self.max_steps, self.latent = cfg.train.steps, cfg.sample.latent
         self.decays = cfg.optim.decay != "none"
@@ -74,13 +82,11 @@ class GANModule(pl.LightningModule):
         self.checkpoint_now = False  # by any process's: save after this step
         self.lr_scale = 1.0  # learning rates' factor after roll-backs (train.on_diverge)
         both = {r.name for r in self._hooks["d_penalty"]} & {r.name for r in self._hooks["g_penalty"]}
-        self.stat_names = ["loss/d", "loss/g", "D/real", "D/fake"] + [
-            f"loss/{r.name}" for r in self._hooks["d_penalty"]] + [
-            f"loss/{r.name}_g" if r.name in both else f"loss/{r.name}"
-            for r in self._hooks["g_penalty"]]
-        self.stat_sums: Tensor | None = None  # summed on the device since the last log
+        self._d_penalty_names = [f"loss/{r.name}" for r in self._hooks["d_penalty"]]
+        self._g_penalty_names = [f"loss/{r.name}_g" if r.name in both else f"loss/{r.name}"
+                                 for r in self._hooks["g_penalty"]]
+        self.statistics = StepStatistics()  # by name, summed on the device between logs
         self.probe = None  # set by callbacks.health for a step whose statistics are logged
-        self.stat_count = 0
         # D(x) as a probability for the minimax family, the raw critic value otherwise.
         self.probability_outputs = isinstance(self.loss, MinimaxLoss | RelativisticAverageLoss)
         self._score = torch.sigmoid if self.probability_outputs else (lambda t: t)
@@ -100,9 +106,9 @@ class GANModule(pl.LightningModule):
         return sample_latent(n, self.latent_dim, self.latent, device=self.device)
 
     def sample_labels(self, n: int) -> Tensor | None:
-        """Classes of generated samples: uniform, or DynGAN's partitions by their prior."""
-        if self.partitioner is not None:
-            return self.partitioner.sample_labels(n).to(self.device)
+        """Classes of generated samples: the labeller's, or uniform."""
+        if self.labeller is not None:
+            return self.labeller.sample_labels(n).to(self.device)
         if not self.num_classes:
             return None
         return torch.randint(self.num_classes, (n,), device=self.device)
@@ -121,7 +127,7 @@ class GANModule(pl.LightningModule):
     def discriminate(self, x: Tensor, labels: Tensor | None,
                      params: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """D's output (N,) and its last hidden features (N, F); with `params`, those of
-        D with these parameters (an unrolled D) instead of its own."""
+        D with these parameters (D some updates ahead) instead of its own."""
         for reg in self._hooks["d_inputs"]:
             x = reg.d_inputs(x, self.g_steps)
         if params is None:
@@ -141,8 +147,8 @@ class GANModule(pl.LightningModule):
             return
         opt_g, opt_d = self.optimizers_in_use
         images, labels = batch if isinstance(batch, list | tuple) else (batch, None)
-        if self.partitioner is not None:  # the batch carries sample numbers
-            labels = self.partitioner.real_labels(labels)
+        if self.labeller is not None:  # the batch carries sample numbers
+            labels = self.labeller.real_labels(labels)
         if self.unit_range:
             images = images.add(1.0).mul_(0.5)
         reals = images.split(self.batch_size)
@@ -175,12 +181,21 @@ class GANModule(pl.LightningModule):
         if not self.trains_d:  # mmd on raw samples: there is no D to report on
             d_loss = real_score = fake_score = g_loss.new_zeros(())
             d_penalties = []
-        stats = torch.stack([d_loss, g_loss, real_score, fake_score, *d_penalties,
-                             *g_penalties]).detach()
-        self.stat_sums = stats if self.stat_sums is None else self.stat_sums + stats
-        self.stat_count += 1
+        report = self.statistics.report
+        report("loss/d", d_loss)
+        report("loss/g", g_loss)
+        report("D/real", real_score)
+        report("D/fake", fake_score)
+        for name, value in zip(self._d_penalty_names, d_penalties, strict=True):
+            report(name, value)
+        for name, value in zip(self._g_penalty_names, g_penalties, strict=True):
+            report(name, value)
+        self.statistics.end_step()
         for reg in self._hooks["after_step"]:
             reg.after_step(self)
+        if self.probe is not None and self.probe.outputs is not None:
+            for name, value in self.probe.tensors(self).items():
+                self.statistics.note(name, value)  # this step's, not averaged
         self.trained_step = self.g_steps
         self.finished = self.g_steps >= self.max_steps
         stop, self.checkpoint_now = self._shared_requests()
@@ -274,8 +289,8 @@ class GANModule(pl.LightningModule):
                      self._world, self.batch_size, self._world * self.batch_size)
 
     def on_train_start(self) -> None:
-        if self.partitioner is not None:  # after a checkpoint's state is restored
-            self.partitioner.bind(len(self.real_data()), self.device)
+        for reg in self.regularizers:  # after a checkpoint's state is restored
+            reg.attach(self)
         self._direct = self._steps_directly()
         # Lightning's wrappers (precision plugin, strategy, hooks) around each backward
         # and optimizer step cost more than a small model's step; on one device without
@@ -295,8 +310,18 @@ class GANModule(pl.LightningModule):
 
     @property
     def sampler(self) -> nn.Module:
-        """The generator of samples and metrics (ganrun.samples): the EMA copy if any."""
-        return self.G_ema if self.G_ema is not None else self.G
+        """The generator of samples and metrics (ganrun.samples): a regularizer's (an
+        average of G's weights) if one has it, else G."""
+        return self.G_sampler if self.G_sampler is not None else self.G
+
+    def labels_of(self, index: Tensor, dataset_labels: Tensor | None) -> Tensor | None:
+        """The labels D is given with real samples number `index`: the labeller's, the
+        dataset's when the model is conditional, else none."""
+        if self.labeller is not None:
+            return self.labeller.real_labels(index.to(self.device))
+        if self.num_classes and dataset_labels is not None:
+            return dataset_labels[index].to(self.device)
+        return None
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -311,7 +336,15 @@ class GANModule(pl.LightningModule):
             "config": OmegaConf.to_container(self.cfg),
         })  # the random streams: callbacks.checkpoint
 
+    def upgrade_state_dict(self, state_dict: dict) -> dict:
+        """A checkpoint's weights under today's names, in place (each regularizer
+        renames what older versions saved under other names): older checkpoints load."""
+        for reg in self.regularizers:
+            reg.upgrade_state_dict(state_dict)
+        return state_dict
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.upgrade_state_dict(checkpoint.get("state_dict", {}))
         state = checkpoint.get("ganrun", {})
         self.g_steps = int(state.get("g_steps", 0))
         self.images_seen = int(state.get("images_seen", 0))
@@ -322,3 +355,4 @@ class GANModule(pl.LightningModule):
                 reg.load_state_dict(saved[reg.name])
         for legacy in ("fixed_noise", "fixed_labels"):  # in checkpoints of ganrun <= 0.1
             checkpoint.get("state_dict", {}).pop(legacy, None)
+

@@ -20,6 +20,8 @@ from typing import Any, get_type_hints
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from ganrun.config.compose import HIDDEN_KEYS
+from ganrun.config.needs import check_needs
 from ganrun.data import DATASETS as _DATASETS
 from ganrun.errors import ObjectiveError, UserError, one_of
 from ganrun.losses import LOSSES as _LOSSES
@@ -100,7 +102,6 @@ class MetricsConfig:
     cache_dir: str = MISSING
 
 
-HIDDEN_KEYS = {"study"}  # plumbing for presets' interpolations, not an option to list
 METRIC_NAMES = ("fid", "kid", "is", "pr", "dc", "class_coverage", "modes", "ppl")
 PPL_SAMPLINGS = ("end", "full")
 PPL_NETS = ("auto", "lpips", "extractor")
@@ -200,7 +201,7 @@ def _merge(schema: type, node: Any, prefix: str, option: str | None = None) -> D
         valid = ", ".join(f.name for f in fields(parent)
                           if f.name != "name" and f.name not in HIDDEN_KEYS)
         if parent is RootConfig:  # the groups are set at the top level too
-            from ganrun.commandline import config_groups
+            from ganrun.config.compose import config_groups
 
             valid += f"; config groups: {', '.join(config_groups())}"
         where = f" for {option}" if option else ""
@@ -255,6 +256,7 @@ def _check_values(cfg: DictConfig) -> None:
     _check_model(cfg)
     _check_loss_and_regularizers(cfg)
     check_metrics(cfg)
+    check_needs(cfg.callbacks)
 
 
 # What each metric name in metrics.names produces, for optimized_metric.

@@ -1,6 +1,6 @@
-"""`python -m ganrun.worker RUN_DIR`: one more DDP process of the run in RUN_DIR.
+"""`python -m ganrun.training.worker RUN_DIR`: one more DDP process of the run in RUN_DIR.
 
-Started by ganrun's launcher (ganrun.distributed) with Lightning's environment
+Started by ganrun's launcher (ganrun.training.launcher) with Lightning's environment
 variables (LOCAL_RANK, RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); it reads the
 run's validated config.yaml and trains alongside process 0, which writes every
 output. It never goes through Hydra, so it makes no run directory of its own.
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"[rank {os.environ.get('RANK', '?')}] %(message)s")
     from omegaconf import OmegaConf
 
-    from ganrun.train import run
+    from ganrun.training.run import run
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     try:

@@ -35,21 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from ganrun.errors import UserError
+from ganrun.losses import real_probability
 from ganrun.ranges import above, at_least, between
-from ganrun.regularizers import REGULARIZERS, Regularizer
-from ganrun.samples import evaluating
+from ganrun.regularizers.base import REGULARIZERS, Regularizer
+from ganrun.samples import evaluating, generate, noise
 
 log = logging.getLogger("ganrun")
-
-
-def collapse_probability(real_out: Tensor, fake_out: Tensor | None, probability: bool) -> Tensor:
-    """D's view of each real sample as a probability of being real and not generated:
-    sigmoid(D(x)) for losses whose D outputs a logit, otherwise the share of the
-    generated samples' outputs below D(x)."""
-    if probability:
-        return torch.sigmoid(real_out.float())
-    ranked = fake_out.float().sort().values
-    return torch.searchsorted(ranked, real_out.float().contiguous()).float() / ranked.numel()
 
 
 def weighted_kmeans(features: Tensor, labels: Tensor, scores: Tensor, k: int,
@@ -84,6 +75,9 @@ class DynGAN(Regularizer):
     acts_on_d = True
     excludes = ("pacgan", "experience_replay")
     excludes_why = "DynGAN judges single samples with their partitions"
+    answers = ("mode_collapse",)
+    conditions = 30  # G and D are built conditional on max_partitions partitions
+    trait_keys = {"conditions": "max_partitions"}
 
     @dataclass
     class Config:
@@ -145,6 +139,10 @@ class DynGAN(Regularizer):
         # partition begins as D's unconditional view, not as a random direction.
         nn.init.zeros_(D.embed.weight)
 
+    def attach(self, module) -> None:
+        """Per-sample state for the training set, created once (or restored)."""
+        self.bind(len(module.real_data()), module.device)
+
     def bind(self, n: int, device) -> None:
         """Per-sample state for a dataset of n samples, created once (or restored)."""
         if self.scores is None:
@@ -162,7 +160,10 @@ class DynGAN(Regularizer):
         return self.partition[index]
 
     def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.multinomial(self.prior, n, replacement=True, generator=generator)
+        """Partitions of n generated samples, drawn from the prior (on the CPU with a
+        `generator` of the CPU: fixed-noise grids)."""
+        prior = self.prior if generator is None else self.prior.cpu()
+        return torch.multinomial(prior, n, replacement=True, generator=generator)
 
     # --- detection and partitioning ---------------------------------------------------
 
@@ -194,6 +195,8 @@ class DynGAN(Regularizer):
 
     def summary(self) -> dict:
         """metrics.json's `dyngan`: the partitions, their prior and every split."""
+        if self.prior is None:
+            return {}
         return {"partitions": self.partitions, "collapsed_share": self.collapsed_share,
                 "prior": [round(p, 6) for p in self.prior[:self.partitions].tolist()],
                 "splits": self.splits}
@@ -219,7 +222,7 @@ class DynGAN(Regularizer):
         fake_out = None
         if not module.probability_outputs:  # critic values: ranked against generated ones
             fake_out = _judge_generated(module, step)
-        collapsed = self.detect(collapse_probability(real_out, fake_out,
+        collapsed = self.detect(real_probability(real_out, fake_out,
                                                      module.probability_outputs))
         split = step % self.partition_every == 0 and self.split(collapsed, features)
         if split:
@@ -252,8 +255,6 @@ def _judge_all(module, partition: Tensor, batch: int = 4096) -> tuple[Tensor, Te
 
 def _judge_generated(module, step: int, n: int = 4096) -> Tensor:
     """D's outputs on n generated samples (noise of its own, fixed by seed and step)."""
-    from ganrun.samples import generate, noise
-
     devices = [module.device] if module.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(module.cfg.seed * 100_003 + step + 7)

@@ -1,4 +1,4 @@
-"""Command-line entry points. `ganrun` is the only @hydra.main.
+"""`ganrun`: the training command, the only @hydra.main.
 
 Nothing heavy is imported here: torch and Lightning load inside the task, after
 Hydra has parsed the command line (so `ganrun --help` is quick).
@@ -6,51 +6,27 @@ Hydra has parsed the command line (so `ganrun --help` is quick).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
+from ganrun.config.compose import compose_config, safe_name  # noqa: F401  (registers the resolver)
 from ganrun.errors import DivergedError, Interrupted, ObjectiveError, PeerDied, UserError
 
 log = logging.getLogger("ganrun")
 
 TRACEBACKS = "GANRUN_TRACEBACKS"  # "1": the user asked for tracebacks (HYDRA_FULL_ERROR=1)
-_UNSAFE = re.compile(r"[^A-Za-z0-9=,.+_\-\[\]@:]")
-_MAX_NAME = 120
-
-
-def safe_name(override_dirname: str, overrides=None, sweep_dir: str | None = None) -> str:
-    """A sweep job's directory name from its overrides: given the job's overrides and
-    its sweep's directory, only those that tell it apart from the other jobs (seed
-    among them), floats cut to 4 significant digits (ganrun.outputs.job_dirname); no
-    `/` or other unsafe characters, and long names cut with a hash so two never collide."""
-    if overrides is not None:
-        from ganrun.outputs import job_dirname
-
-        override_dirname = job_dirname(list(overrides), sweep_dir) or override_dirname
-    name = _UNSAFE.sub("_", override_dirname) or "default"
-    if len(name) > _MAX_NAME:
-        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:8]
-        name = f"{name[:_MAX_NAME - 9]}-{digest}"
-    return name
-
-
-OmegaConf.register_new_resolver("ganrun_safe_name", safe_name, replace=True)
-
-
 @hydra.main(config_path="pkg://ganrun.configs", config_name="train", version_base="1.3")
 def _train(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ganrun.commandline import quiet_libraries
+    from ganrun.cli.messages import quiet_libraries
+    from ganrun.config.schema import validate
     from ganrun.outputs import METRICS_FILE, write_json
-    from ganrun.schema import validate
 
     quiet_libraries()
     hydra_cfg = HydraConfig.get()
@@ -65,7 +41,7 @@ def _train(cfg: DictConfig) -> float | None:
             _discard(run_dir)
         # A wrong optimized_metric is wrong for every job: stop the sweep, not just this job.
         return _fail(e, multirun and not isinstance(e, ObjectiveError))
-    from ganrun.train import run
+    from ganrun.training.run import run
 
     _fit_to_launcher(cfg, hydra_cfg.launcher)
     if multirun:
@@ -83,7 +59,7 @@ def _train(cfg: DictConfig) -> float | None:
             return float("nan") if objective else None
         sys.exit(128 + e.signal_number)
     except PeerDied as e:  # metrics.json says failed, and why; ganrun.log has the traceback
-        from ganrun.train import to_log_file
+        from ganrun.training.run import to_log_file
 
         saved = (f"process 0 saved that step (all but process {e.rank}'s random state); resume "
                  f"with: {resume_command(hydra_cfg, e.checkpoint)}" if e.checkpoint
@@ -128,23 +104,6 @@ def resume_command(hydra_cfg, checkpoint: str) -> str:
 
     options = [o for o in hydra_cfg.overrides.task if not o.startswith("ckpt_path=")]
     return shlex.join(["ganrun", *options, f"ckpt_path={checkpoint}"])
-
-
-def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
-    """The config `ganrun <overrides>` would run (Hydra's own keys removed) and the
-    group choices: for scripts and tests that call `ganrun.train.run` directly."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("ganrun.configs", version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, choices
 
 
 def _fit_to_launcher(cfg: DictConfig, launcher) -> None:
@@ -199,7 +158,7 @@ def main() -> None:
     here and are explained; a user who set HYDRA_FULL_ERROR=1 gets tracebacks."""
     from hydra.errors import HydraException
 
-    from ganrun.commandline import (
+    from ganrun.cli.messages import (
         check_launcher,
         expand_home,
         explain,

@@ -1,0 +1,40 @@
+"""The checkpoint a run resumes from, vetted before Lightning restores it."""
+
+from __future__ import annotations
+
+from ganrun.errors import UserError
+from ganrun.outputs import checkpoint_of
+
+
+def checked_ckpt_path(path: str | None) -> str | None:
+    """The checkpoint to resume from: a file, or a run directory's last checkpoint."""
+    if path is None:
+        return None
+    try:
+        return str(checkpoint_of(path))
+    except UserError as e:
+        raise UserError(f"ckpt_path={e}") from None
+
+
+def check_fits(path: str, given: str, module) -> None:
+    """A checkpoint that is truncated, not ganrun's, or made by another model is named
+    as such here, not deep inside Lightning's restore."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UserError(f"ckpt_path={given}: not a readable checkpoint, the file is corrupt or "
+                        f"truncated ({e.__class__.__name__}: {str(e)[:120]}); resume from "
+                        "another checkpoint or start afresh without ckpt_path") from None
+    if not isinstance(state, dict) or "ganrun" not in state or "state_dict" not in state:
+        raise UserError(f"ckpt_path={given}: not a ganrun checkpoint (give a run's "
+                        "checkpoints/last.ckpt)")
+    ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in module.upgrade_state_dict(state["state_dict"]).items()}
+    if ours != theirs:
+        made = state["ganrun"].get("config", {})
+        was = ", ".join(f"{g}={made[g]['name']}" for g in ("model", "dataset") if g in made)
+        raise UserError(f"ckpt_path={given}: made by a different model or data shape ({was}, "
+                        f"data {state['ganrun'].get('data_shape')}); resume with the options "
+                        "that made it")

@@ -1,0 +1,56 @@
+"""SIGINT and SIGTERM: finish the generator step, save, stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from pytorch_lightning import Callback
+
+log = logging.getLogger("ganrun")
+
+
+class StopOnSignals(Callback):
+    """SIGINT and SIGTERM (what SLURM sends before it kills a job) ask the module to
+    finish its generator step, save a checkpoint and stop (under DDP every process
+    stops after the same step); a second one stops at once. Only the main thread can
+    own signals: elsewhere (joblib threads) this does nothing. Lightning puts its own
+    SIGTERM handler in place when fit starts; ours takes over again at the first
+    step, so that the decision to stop is ganrun's, taken after a whole step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.name: str | None = None
+        self.number = 0
+        self.module = None
+        self.previous: dict[int, Any] = {}
+
+    def attach(self, module) -> None:
+        self.module = module
+        module.stop_signal = self.name
+
+    def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.previous:
+            for s in self.SIGNALS:
+                signal.signal(s, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.name is not None:
+            raise KeyboardInterrupt
+        self.name, self.number = signal.Signals(signum).name, signum
+        if self.module is not None:
+            self.module.stop_signal = self.name
+        log.warning("%s: saving a checkpoint after this generator step, then stopping "
+                    "(send it again to stop at once)", self.name)
