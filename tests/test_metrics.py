@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from ganrun.data import load_dataset
 from ganrun.errors import UserError
-from ganrun.metrics import engine, guards
+from ganrun.metrics import engine, registry
 from ganrun.metrics.evaluator import Evaluator
 from ganrun.metrics.extractors import (
     CLASSIFIER_NAME,
@@ -81,7 +81,7 @@ def test_classifier_metrics_equal_torch_fidelity():
 def test_inception_metrics_equal_torch_fidelity(tmp_path, monkeypatch):
     # The equality with torch-fidelity, not the sample-count guards, is checked here: a
     # smaller minimum keeps InceptionV3 on a CPU to 4 x 24 images.
-    monkeypatch.setattr(guards, "MIN_SAMPLES", 10)
+    monkeypatch.setattr(registry, "MIN_SAMPLES", 10)
     weights = write_random_inception_weights(tmp_path / "inception.pth")
     dataset, fake = _digits_pair(n_fake=24)
     dataset.data = dataset.data[:24]
@@ -241,8 +241,8 @@ def test_the_metrics_callback_scores_what_the_evaluator_scores(train_fast, data)
     sample order) gives the numbers of the Evaluator on the same samples, drawn the
     way evaluations always drew them (the noise of seed and step, 500 at a time)."""
     from ganrun.callbacks.metrics import evaluation_seed
+    from ganrun.cli.tools import load_module
     from ganrun.samples import generate_many
-    from ganrun.tools import load_module
 
     result, run_dir = train_fast(*data, "metrics=default", "metrics.every=4",
                                  "metrics.n_fake=1200", "train.steps=4")

@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from ganrun.errors import UserError
-from ganrun.metrics import engine
 from ganrun.metrics.extractors import (
     CLASSIFIER_NAME,
     INCEPTION_FILE,
@@ -31,20 +30,18 @@ from ganrun.metrics.extractors import (
     train_classifier,
 )
 from ganrun.metrics.guards import counts
-from ganrun.metrics.modes import mode_metrics
 from ganrun.metrics.ppl import (
     LOWER,
     UPPER,
     FeatureDistance,
     load_lpips,
     missing_vgg16,
-    perceptual_path_length,
     resolve_ppl_net,
     vgg16_weights,
 )
+from ganrun.metrics.registry import METRICS, Samples
 
 log = logging.getLogger("ganrun")
-
 
 
 def resolve_extractor(cfg, dataset) -> str:
@@ -81,6 +78,7 @@ class Evaluator:
         self.device = torch.device(device)
         self.cache_dir = Path(os.path.expanduser(str(cfg.cache_dir)))
         self.kind = resolve_extractor(cfg, dataset)
+        self.metrics = {name: METRICS[name](cfg) for name in cfg.names}
         if cfg.names and set(cfg.names) <= set(self.skipped):
             raise UserError("no metric of metrics.names applies here: " + "; ".join(
                 f"{name} {why}" for name, why in self.skipped.items()))
@@ -137,9 +135,7 @@ class Evaluator:
 
     def path_length(self, module) -> float:
         """PPL of the module's generator, from the global random stream (seed it)."""
-        distance = self.ppl_distance.to(module.device)
-        return perceptual_path_length(module, distance, self.cfg.ppl_samples,
-                                      self.cfg.ppl_epsilon, self.cfg.ppl_sampling)
+        return self.metrics["ppl"].compute(module, self.ppl_distance.to(module.device))["ppl"]
 
     def to(self, device) -> Evaluator:
         self.device = torch.device(device)
@@ -149,17 +145,10 @@ class Evaluator:
             self.extractor.to(self.device)
         return self
 
-    @property
-    def mode_rules(self) -> dict:
-        """How the mode metrics count (ganrun.metrics.modes): the paper a preset follows."""
-        cfg = self.cfg
-        return {"threshold": cfg.modes_threshold, "min_count": cfg.modes_min_count,
-                "min_share": cfg.modes_min_share, "kl": cfg.modes_kl}
-
     def _counts(self, n_fake: int, n_real: int, fake_name: str = "generated samples"):
         """The guards' counts (ganrun.metrics.guards); each adaptation warned of once."""
         out = counts(self.cfg, n_fake, n_real, fake_name,
-                     [name for name in self.cfg.names if name not in self.skipped])
+                     [name for name in self.metrics if name not in self.skipped])
         for sentence in out.adapted:
             if sentence not in self.warned:
                 self.warned.add(sentence)
@@ -169,20 +158,16 @@ class Evaluator:
     @property
     def skipped(self) -> dict[str, str]:
         """Metrics asked for that this data or extractor cannot give, and why."""
-        why = {"is": (self.kind in ("raw", "random_conv"),
-                      f"extractor {self.kind} gives no class probabilities"),
-               "class_coverage": (self.kind != "classifier",
-                                  "needs the classifier extractor (labelled images)"),
-               "modes": (self.kind != "raw", "for the 2-D mixtures")}
-        return {name: why[name][1] for name in self.cfg.names if name in why and why[name][0]}
+        why = {name: metric.skipped(self.kind) for name, metric in self.metrics.items()}
+        return {name: reason for name, reason in why.items() if reason is not None}
 
     @property
     def protocol(self) -> dict:
         """The record of how the numbers were measured, written next to them."""
         out = {"extractor": self.extractor_id, "n_real": self.n_real, "n_fake": self.cfg.n_fake,
                "split": "train", "dataset": self.dataset.name, **self.counts.record()}
-        if "modes" in self.cfg.names and self.kind == "raw":
-            out["modes"] = self.mode_rules
+        if "modes" in self.metrics and "modes" not in self.skipped:
+            out["modes"] = self.metrics["modes"].rules
         if self.ppl_net is not None:
             cfg = self.cfg
             out["ppl"] = {"net": self.ppl_net, "samples": cfg.ppl_samples,
@@ -209,35 +194,22 @@ class Evaluator:
         return real, False
 
     def _real_terms(self, n_fake: int) -> dict:
-        """The real-only parts of the configured metrics, computed once and cached with
-        the real features: FID statistics, the k-NN radii of precision/recall and
-        density/coverage, KID's real-real kernel sums for n_fake generated samples.
-        Called after the generated side's features, so that this numpy work does not
-        sit between torch's (on few cores their thread pools slow each other)."""
-        cfg, names, features = self.cfg, set(self.cfg.names), self.real["features"]
+        """The real-only parts of the configured metrics (`Metric.real_terms`: FID's
+        statistics, the k-NN radii of precision/recall and density/coverage, KID's
+        real-real kernel sums for n_fake generated samples), computed once and cached
+        with the real features. Called after the generated side's features, so that
+        this numpy work does not sit between torch's (on few cores their thread pools
+        slow each other)."""
         terms = self.real.setdefault("terms", {})
-        needed = {}
-        if "fid" in names:
-            needed["fid_stats"] = lambda: engine.fid_statistics(features)
-        if "pr" in names:
-            needed[f"pr_k{cfg.pr_k}"] = lambda: engine.knn_radii(features.float(), cfg.pr_k)
-        if "dc" in names:
-            needed[f"dc_k{cfg.dc_k}"] = lambda: engine.dc_radii(features, cfg.dc_k)
-        if "kid" in names:
-            key, size = self._kid_key(n_fake)
-            needed[key] = lambda: engine.kid_real_terms(
-                features, engine.kid_draws(n_fake, len(features), cfg.kid_subsets, size))
+        needed = {key: make for metric in self.metrics.values()
+                  for key, make in metric.real_terms(self.real["features"], n_fake,
+                                                     self.counts).items()}
         missing = [key for key in needed if key not in terms]
         for key in missing:
             terms[key] = needed[key]()
         if missing:
             save_cached(self.real, self.stats_path)
         return terms
-
-    def _kid_key(self, n_fake: int) -> tuple[str, int]:
-        """KID's subsets depend on both counts: the cache key of their real terms."""
-        size = engine.kid_size(self.counts.kid_subset_size, n_fake, self.n_real)
-        return f"kid_n{n_fake}_s{self.cfg.kid_subsets}_m{size}", size
 
     @torch.no_grad()
     def features(self, samples: Tensor) -> dict[str, Tensor]:
@@ -261,37 +233,15 @@ class Evaluator:
         """Every configured metric of generated samples given by their `features`
         (and `logits`): for 2-D points (extractor raw) the features are the points.
         Too few samples for a metric: UserError naming its minimum (`fake_name` says
-        what the samples are)."""
-        names, cfg = set(self.cfg.names), self.cfg
+        what the samples are). In the order of what they read (registry.READS); the
+        generator's own (ppl) are the metrics callback's."""
         f, r = fake_out["features"], self.real["features"]
         self.counts = self._counts(len(f), len(r), fake_name)
-        terms = self._real_terms(len(f))
+        samples = Samples(f, fake_out.get("logits"), r, self._real_terms(len(f)), self.counts,
+                          self.dataset, self.dataset_cfg)
         out: dict[str, float] = {}
-        if "fid" in names:
-            out["fid"] = engine.fid(engine.fid_statistics(f), terms["fid_stats"])
-        if "kid" in names:
-            out["kid"], out["kid_std"] = engine.kid(
-                f, r, cfg.kid_subsets, self.counts.kid_subset_size,
-                terms[self._kid_key(len(f))[0]])
-        if "pr" in names:
-            out["precision"], out["recall"] = engine.precision_recall(
-                f, r, cfg.pr_k, terms[f"pr_k{cfg.pr_k}"])
-        if "dc" in names:
-            out["density"], out["coverage"] = engine.density_coverage(
-                f, r, cfg.dc_k, terms[f"dc_k{cfg.dc_k}"])
-        if "logits" in fake_out:
-            if "is" in names:
-                out["is"], out["is_std"] = engine.inception_score(fake_out["logits"],
-                                                                  self.counts.is_splits)
-            if "class_coverage" in names and self.kind == "classifier":
-                classes = self.dataset.num_classes
-                out["classes_covered"], out["class_kl"] = engine.class_coverage(
-                    fake_out["logits"], classes, cfg.class_min_share)
-        if "modes" in names and self.kind == "raw" and self.dataset_cfg is not None:
-            from ganrun.data import mixture_centres
-
-            # What matters on a mixture leads: FID, KID and PR on raw coordinates see the
-            # mass at the right scale only (tiny for samples spread around every mode).
-            out = {**mode_metrics(f, mixture_centres(self.dataset_cfg), self.dataset_cfg.std,
-                                  **self.mode_rules), **out}
+        for name in METRICS.in_order(set(self.metrics) - set(self.skipped)):
+            metric = self.metrics[name]
+            if metric.reads != "generator" and (metric.reads != "logits" or "logits" in fake_out):
+                out.update(metric.compute(samples))
         return out

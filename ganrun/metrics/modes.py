@@ -22,9 +22,12 @@ modes; it is infinite when no sample counts.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+from ganrun.metrics.registry import METRICS, Metric
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 KL_HISTOGRAMS = ("high_quality", "all")
 
@@ -37,6 +40,8 @@ def mode_metrics(points: Tensor, centres: Tensor, std: float, threshold: float =
     (N, 2). A mode is covered when it holds at least `min_count` high-quality points,
     or, with `min_count` None, at least `min_share` of the n / K a uniform generator
     would put there. `kl`: the histogram of the high-quality points, or of `all`."""
+    import torch  # here, so that the metric's declarations load without it (ganrun-report)
+
     points, centres = points.double().cpu(), centres.double().cpu()
     n, k = points.shape[0], centres.shape[0]
     distance, nearest = torch.cdist(points, centres).min(dim=1)
@@ -65,6 +70,8 @@ def mass_on_modes(points: Tensor, centres: Tensor, std: float, threshold: float 
     The health monitor's evidence (ganrun.callbacks.health): samples spread evenly
     between the modes hold every mode with few of them near one (blur); samples on a
     few modes hold few (mode collapse), near them or not."""
+    import torch
+
     points, centres = points.double().cpu(), centres.double().cpu()
     k = centres.shape[0]
     distance, nearest = torch.cdist(points, centres).min(dim=1)
@@ -73,3 +80,29 @@ def mass_on_modes(points: Tensor, centres: Tensor, std: float, threshold: float 
     return {"held": int((share >= min_share / k).sum()),
             "effective": float(torch.exp(-(q * q.log()).sum())),
             "near": float((distance <= threshold * std).double().mean())}
+
+
+@METRICS.register
+class Modes(Metric):
+    """The mode metrics of the evaluation's samples, by the rules metrics.modes_*."""
+
+    name = "modes"
+    outputs = {"modes": "higher", "high_quality": "higher", "reverse_kl": "lower"}
+    quality = {"modes": ("high_quality", "reverse_kl")}
+    reads = "points"
+    sides = ()  # it counts samples: no minimum
+
+    @property
+    def rules(self) -> dict:
+        """How it counts: the paper a preset follows."""
+        cfg = self.cfg
+        return {"threshold": cfg.modes_threshold, "min_count": cfg.modes_min_count,
+                "min_share": cfg.modes_min_share, "kl": cfg.modes_kl}
+
+    def compute(self, samples):
+        if samples.dataset_cfg is None:  # no mixture to find the modes of
+            return {}
+        from ganrun.data import mixture_centres
+
+        cfg = samples.dataset_cfg
+        return mode_metrics(samples.fake, mixture_centres(cfg), cfg.std, **self.rules)

@@ -1,0 +1,27 @@
+"""Density and coverage (Naeem et al. 2020): balls around the real samples, their
+radii cached with the real features."""
+
+from __future__ import annotations
+
+from ganrun.metrics.registry import METRICS, Metric
+
+
+@METRICS.register
+class DensityCoverage(Metric):
+    name = "dc"
+    outputs = {"density": "higher", "coverage": "higher"}
+    neighbours = "dc_k"
+
+    def real_terms(self, real, n_fake, counts):
+        from ganrun.metrics import engine
+
+        k = self.cfg.dc_k
+        return {f"dc_k{k}": lambda: engine.dc_radii(real, k)}
+
+    def compute(self, samples):
+        from ganrun.metrics import engine
+
+        k = self.cfg.dc_k
+        density, coverage = engine.density_coverage(samples.fake, samples.real, k,
+                                                    samples.terms[f"dc_k{k}"])
+        return {"density": density, "coverage": coverage}
