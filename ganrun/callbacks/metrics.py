@@ -14,6 +14,7 @@ import time
 import torch
 
 from ganrun.callbacks.base import EveryNSteps, run_dir, share_buffers
+from ganrun.metrics.registry import METRICS
 from ganrun.metrics.state import GeneratedFeatures
 from ganrun.outputs import METRICS_LOG, append_jsonl
 from ganrun.samples import generate
@@ -96,14 +97,13 @@ class Metrics(EveryNSteps):
 
     def hparams_metrics(self) -> list[str]:
         """The TensorBoard scalars of the metrics this run measures: those of
-        metrics.names that apply to its data and extractor (HParams' columns)."""
-        from ganrun.config.schema import METRIC_OUTPUTS
-
+        metrics.names that apply to its data and extractor (HParams' columns): the
+        outputs that rank runs, not their spreads (kid_std)."""
         if self.evaluator is None:
             return []
         skipped = self.evaluator.skipped
         return [f"metrics/{output}" for name in self.evaluator.cfg.names if name not in skipped
-                for output in METRIC_OUTPUTS[name]]
+                for output in METRICS[name].ranked()]
 
     def due(self, module) -> bool:
         return self.evaluator is not None and super().due(module)

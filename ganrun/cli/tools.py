@@ -150,8 +150,10 @@ def _labels(module, n: int, class_: int | None, folder: bool):
     classes = 0 if module.labeller is not None else module.num_classes
     if class_ is not None:
         if not classes:
-            why = (f"its generator is conditioned on regularizer {module.labeller.name}'s "
-                   "labels, not classes" if module.labeller is not None else "it is unconditional")
+            labeller = module.labeller
+            why = (f"its generator is conditioned on regularizer {labeller.name}'s "
+                   f"{labeller.label_kind}, not classes" if labeller is not None
+                   else "it is unconditional")
             raise UserError(f"class={class_}: this run has no classes to choose ({why}; "
                             f"class= needs model.conditional=true on a labelled dataset)")
         if not 0 <= class_ < classes:
@@ -274,9 +276,10 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
     import torch
 
     from ganrun.callbacks.metrics import PPL_STREAM
-    from ganrun.config.schema import METRIC_NAMES, check_metrics
+    from ganrun.config.schema import check_metrics
     from ganrun.data import load_dataset
     from ganrun.metrics.evaluator import Evaluator
+    from ganrun.metrics.registry import METRICS
     from ganrun.samples import generate_many
 
     check_seed(seed)
@@ -286,7 +289,7 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
     for key, value in overrides.items():
         cfg.metrics[key] = value
     if not cfg.metrics.names:  # every metric that applies; ppl when asked for (G x 2 x pairs)
-        cfg.metrics.names = [name for name in METRIC_NAMES if name != "ppl"]
+        cfg.metrics.names = [name for name, cls in METRICS.items() if cls.reads != "generator"]
     if images and "ppl" in cfg.metrics.names:
         raise UserError("ppl needs the generator (latent interpolations), not a folder of "
                         "images: leave it out of names")

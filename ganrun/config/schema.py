@@ -27,6 +27,7 @@ from ganrun.errors import ObjectiveError, UserError, one_of
 from ganrun.losses import LOSSES as _LOSSES
 from ganrun.metrics.guards import counts
 from ganrun.metrics.modes import KL_HISTOGRAMS
+from ganrun.metrics.registry import METRICS
 from ganrun.models import MODELS as _MODELS
 from ganrun.models.layers import ACTIVATIONS, OUT_ACTIVATIONS
 from ganrun.optim import DECAYS
@@ -102,7 +103,6 @@ class MetricsConfig:
     cache_dir: str = MISSING
 
 
-METRIC_NAMES = ("fid", "kid", "is", "pr", "dc", "class_coverage", "modes", "ppl")
 PPL_SAMPLINGS = ("end", "full")
 PPL_NETS = ("auto", "lpips", "extractor")
 EXTRACTORS = ("auto", "classifier", "inception", "random_conv", "raw")
@@ -259,21 +259,15 @@ def _check_values(cfg: DictConfig) -> None:
     check_needs(cfg.callbacks)
 
 
-# What each metric name in metrics.names produces, for optimized_metric.
-METRIC_OUTPUTS = {
-    "fid": ("fid",), "kid": ("kid",), "is": ("is",), "pr": ("precision", "recall"),
-    "dc": ("density", "coverage"), "class_coverage": ("classes_covered", "class_kl"),
-    "modes": ("modes", "high_quality", "reverse_kl"), "ppl": ("ppl",),
-}
 LOSS_OUTPUTS = ("loss/d", "loss/g", "D/real", "D/fake")
 
 
 def metric_name(key: str, name: str) -> str:
     """A metric name as the user typed it (FID, Kid) as ganrun names it (fid, kid); an
-    unknown one is refused with the valid names."""
-    canonical = next((v for v in METRIC_NAMES if v.lower() == str(name).lower()), None)
+    unknown one is refused with the registered names (ganrun.metrics.registry)."""
+    canonical = next((v for v in METRICS if v.lower() == str(name).lower()), None)
     if canonical is None:
-        one_of(key, name, METRIC_NAMES)
+        one_of(key, name, tuple(METRICS))
     return canonical
 
 
@@ -284,7 +278,7 @@ def check_metrics(cfg: DictConfig) -> None:
     metrics.names = [metric_name("metrics.names", name) for name in metrics.names]
     target = cfg.optimized_metric
     if target is not None:
-        available = [*LOSS_OUTPUTS, *(o for n in metrics.names for o in METRIC_OUTPUTS[n])]
+        available = [*LOSS_OUTPUTS, *(o for n in metrics.names for o in METRICS[n].ranked())]
         target = cfg.optimized_metric = next(
             (a for a in available if a.lower() == str(target).lower()), target)
         if target not in available:
