@@ -14,47 +14,33 @@ metric against generator steps, one panel per group, one line per configuration,
 the seed spread shaded) into the sweep directory, and prints report.md. The health
 columns (health/collapsed_share, health/grad_norm_g, ...) are the last logged values;
 "health warnings" counts the jobs of each configuration that warned of each failure
-(callbacks.health).
+(callbacks.health). Which way is better, what ranks a group by default and what
+report.md shows beside it are the metrics' own declarations (ganrun.metrics.registry);
+the jobs are read by ganrun.analysis.jobs.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
-import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import yaml
-
+from ganrun.analysis.jobs import STOPPED, Job, collect, status_text, why_not_finished
+from ganrun.analysis.plots import plot_curves
 from ganrun.analysis.stats import ci95_half_width, welch_p
-from ganrun.outputs import read_json, restore_non_finite, varied_overrides
+from ganrun.metrics.registry import METRICS
 
-# Lower is better for these; higher for the rest.
-LOWER_IS_BETTER = {"fid", "kid", "class_kl", "reverse_kl", "ppl", "loss/d", "loss/g"}
-# The default ranking metric: the first of these the jobs logged, else loss/g.
-QUALITY = ("modes", "fid", "kid", "classes_covered", "is")
-# What report.md shows beside each ranking metric by default (--columns all: everything).
-COMPANIONS = {
-    "fid": ("kid", "precision", "recall", "ppl"),
-    "kid": ("fid", "precision", "recall", "ppl"),
-    "modes": ("high_quality", "reverse_kl"),
-    "classes_covered": ("class_kl",),
-    "is": ("is_std", "classes_covered"),
-    "loss/g": ("loss/d",),
-    "loss/d": ("loss/g",),
-}
+# The losses: lower is better (the metrics say which way for theirs; higher for the
+# rest), and what report.md shows beside each when it ranks.
+LOSS_LOWER = {"loss/d", "loss/g"}
+LOSS_COMPANIONS = {"loss/g": ("loss/d",), "loss/d": ("loss/g",)}
 # Step statistics on each loss's own scale: no ranking across losses by them.
 LOSS_SCALED = {"loss/d", "loss/g", "D/real", "D/fake"}
-# Jobs that neither finished nor broke: a signal stopped them ("interrupted", with a
-# checkpoint to resume from), they were killed outright ("died": metrics.json says
-# "running" but its process is gone), or they still run.
-STOPPED = ("interrupted", "running", "died")
 # A row's lead over the next is significant below this p (Welch, two-sided).
 ALPHA = 0.05
 METRIC_FOOTNOTE = ("± : 95% confidence interval of the mean over seeds, Student t "
@@ -62,25 +48,6 @@ METRIC_FOOTNOTE = ("± : 95% confidence interval of the mean over seeds, Student
 LEAD_FOOTNOTE = ("vs next: Welch's two-sided t-test of this row's {metric} against the next "
                  "row's; n.s.: p ≥ 0.05, or a row with one seed or an infinite value, so the "
                  "seeds run do not separate the two.")
-
-
-@dataclass
-class Job:
-    path: Path
-    config: str                 # its overrides without the seed: "loss=bce,optim=adam"
-    seed: str
-    status: str
-    reason: str | None
-    g_steps: int
-    finals: dict[str, float]
-    images_per_second: float | None
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # health warnings' kinds
-    loss: str | None = None  # the loss it trained with (metrics.json's choices)
-    pid: int | None = None  # of a job that says "running" (or "died")
-    resume: str | None = None  # the command that resumes a job that died
-    dataset: str | None = None    # its last evaluation's (else the one it was configured with)
-    extractor: str | None = None  # its last evaluation's; None: it logged none
 
 
 class Spread(NamedTuple):
@@ -96,117 +63,12 @@ class Spread(NamedTuple):
 NOT_LOGGED = Spread(math.nan, math.nan, math.nan, ())
 
 
-def _number(value) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _configured_dataset(path: Path) -> str | None:
-    """The dataset in a job's composed config (.hydra/config.yaml), if it has one."""
-    config_file = path / ".hydra" / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
-    dataset = (config or {}).get("dataset")
-    return dataset.get("name") if isinstance(dataset, dict) else None
-
-
-def configuration(overrides: list[str], sweep: Path) -> str:
-    """A job's configuration: the overrides that tell it apart from its sweep's other jobs
-    (what they all share left out, as in the job directories' names), but its seed, which
-    a configuration's rows are averaged over; all of them but the seed where that leaves
-    none (a sweep over seeds only)."""
-    def label(sweep_dir: Path | None) -> str:
-        return ",".join(line for key, line in varied_overrides(overrides, sweep_dir)
-                        if key != "seed")
-
-    return label(sweep) or label(None) or "(defaults)"
-
-
 def as_logged(name: str, names) -> str:
     """A metric name as typed (FID, Loss/G) as the jobs logged it (fid, loss/g); as typed
     when they logged no such metric."""
     if name in names:
         return name
     return next((n for n in sorted(names) if n.lower() == name.lower()), name)
-
-
-def read_job(path: Path) -> Job | None:
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    if not overrides_file.is_file():
-        return None
-    overrides = yaml.safe_load(overrides_file.read_text()) or []
-    seed = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "seed"), "0")
-    config = configuration(overrides, path.parent)
-    metrics_file = path / "metrics.json"
-    saved = read_json(metrics_file) if metrics_file.is_file() else {
-        "status": "failed", "reason": "no metrics.json (killed before it was written)"}
-    health = {f"health/{k}": v for k, v in (saved.get("health") or {}).items() if k != "warnings"}
-    finals = {k: v for k, v in {**saved.get("losses", {}), **saved.get("metrics", {}),
-                                **health}.items() if _number(v) is not None}
-    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    evaluation: dict = {}  # the last one's protocol says what the metrics were measured on
-    log = path / "metrics.jsonl"
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            evaluation = restore_non_finite(json.loads(line))
-            for name, value in evaluation["metrics"].items():
-                if _number(value) is not None:
-                    curves[name].append((evaluation["step"], float(value)))
-    choices = saved.get("choices") or {}
-    status, resume = saved.get("status", "failed"), None
-    if status == "running" and saved.get("pid") and gone(saved["pid"], saved.get("host")):
-        status, resume = "died", resume_command(path, overrides)
-    warnings = [w.get("kind", "?") for w in (saved.get("health") or {}).get("warnings", [])]
-    return Job(path, config, seed, status, saved.get("reason"),
-               int(saved.get("g_steps") or 0), {k: float(v) for k, v in finals.items()},
-               _number(saved.get("images_per_second")), dict(curves), warnings,
-               pid=saved.get("pid"), resume=resume, loss=choices.get("loss"),
-               dataset=(evaluation.get("dataset") or choices.get("dataset")
-                        or _configured_dataset(path)),
-               extractor=evaluation.get("extractor"))
-
-
-def gone(pid: int, host: str | None) -> bool:
-    """Whether process `pid` of this machine has ended (a zombie too); on another
-    machine (`host`) it cannot be told: no."""
-    import socket
-
-    if host is not None and host != socket.gethostname():
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False
-    return state == "Z"
-
-
-def resume_command(path: Path, overrides: list[str]) -> str:
-    """The command that resumes the job in `path` from its checkpoint ("" without one)."""
-    import shlex
-
-    from ganrun.outputs import CHECKPOINT_FILE
-
-    ckpt = path / "checkpoints" / CHECKPOINT_FILE
-    if not ckpt.is_file():
-        return ""
-    options = [o for o in overrides if not o.startswith("ckpt_path=")]
-    return shlex.join(["ganrun", *options, f"ckpt_path={ckpt}"])
-
-
-def collect(sweep: Path) -> list[Job]:
-    def job_number(p: Path) -> tuple[int, str]:  # 2_... before 10_...
-        head = p.name.split("_", 1)[0]
-        return (int(head) if head.isdigit() else 1 << 30, p.name)
-
-    jobs = [read_job(p) for p in sorted(sweep.iterdir(), key=job_number) if p.is_dir()]
-    return [j for j in jobs if j is not None]
 
 
 @dataclass
@@ -252,8 +114,12 @@ def group_jobs(jobs: list[Job]) -> list[Group]:
 
 
 def default_metric(names: list[str]) -> str:
-    """The first quality metric in `names`, else loss/g."""
-    return next((m for m in QUALITY if m in names), "loss/g")
+    """The first quality metric (a metric's declared `quality`) in `names`, else loss/g."""
+    return next((m for m in METRICS.quality() if m in names), "loss/g")
+
+
+def lower_is_better(name: str) -> bool:
+    return name in LOSS_LOWER or METRICS.direction(name) == "lower"
 
 
 def spread(values: list[float]) -> Spread:
@@ -327,7 +193,7 @@ def summarise(group: Group) -> list[dict]:
     rows = [_row(config, jobs, names) for config, jobs in by_config.items()]
     if not group.ranked:
         return rows
-    metric, sign = group.metric, 1 if group.metric in LOWER_IS_BETTER else -1
+    metric, sign = group.metric, 1 if lower_is_better(group.metric) else -1
 
     def key(row):
         value = row[metric].mean
@@ -371,21 +237,6 @@ def _rate(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.0f}"
 
 
-def _status(job: Job) -> str:
-    """A job's status; a running one with its pid."""
-    return f"running (pid {job.pid})" if job.status == "running" and job.pid else job.status
-
-
-def _why(job: Job) -> str:
-    """What report.md says of a job that did not finish: its reason; for one that died,
-    how far it got and how to resume it."""
-    if job.status != "died":
-        return f": {job.reason}" if job.reason else ""
-    hint = (f"resume with: `{job.resume}`" if job.resume
-            else "no checkpoint: run it again")
-    return f": pid {job.pid} is gone, last logged generator step {job.g_steps}; {hint}"
-
-
 def shown_columns(group: Group, columns: list[str] | None) -> list[str]:
     """report.md's metric columns for `group`: those asked, in their order; every one
     for "all"; by default its ranking metric and the companions of it that it logged."""
@@ -393,7 +244,8 @@ def shown_columns(group: Group, columns: list[str] | None) -> list[str]:
         return group.names
     if columns:
         return list(columns)
-    return [m for m in (group.metric, *COMPANIONS.get(group.metric, ())) if m in group.names]
+    companions = {**METRICS.quality(), **LOSS_COMPANIONS}.get(group.metric, ())
+    return [m for m in (group.metric, *companions) if m in group.names]
 
 
 def group_title(group: Group, asked: str | None) -> str:
@@ -405,7 +257,7 @@ def group_title(group: Group, asked: str | None) -> str:
         return title + (f"not ranked: {group.metric} is on each loss's own scale and the losses "
                         "differ; log a quality metric (metrics.names: fid, kid, modes, ...) to "
                         "rank them")
-    better = "lower" if group.metric in LOWER_IS_BETTER else "higher"
+    better = "lower" if lower_is_better(group.metric) else "higher"
     title += f"sorted by {group.metric} ({better} is better)"
     return title + (f"; {asked} is not logged here" if asked and asked != group.metric else "")
 
@@ -459,62 +311,15 @@ def write_reports(sweep: Path, groups: list[Group], jobs: list[Job],
     problems = [j for j in jobs if j.status != "finished"]
     if problems:
         lines += ["", "Jobs that did not finish:", ""]
-        lines += [f"- `{j.path.name}`: {_status(j)}{_why(j)}" for j in problems]
+        lines += [f"- `{j.path.name}`: {status_text(j)}{why_not_finished(j)}" for j in problems]
     lines += ["", "Every job:", "", "| job | seed | status | generator steps |",
               "| --- | --- | --- | --- |"]
-    lines += [f"| `{j.path.name}` | {j.seed} | {_status(j)} | {j.g_steps} |" for j in jobs]
+    lines += [f"| `{j.path.name}` | {j.seed} | {status_text(j)} | {j.g_steps} |" for j in jobs]
     md = sweep / "report.md"
     md.write_text("\n".join(lines) + "\n")
     out = sweep / "report.csv"
     write_csv(out, groups, sorted({name for g in groups for name in g.names}))
     return [md, out, *plot_curves(sweep, groups)]
-
-
-def _seed_curves(jobs: list[Job], metric: str) -> dict[str, dict[int, list[float]]]:
-    """`metric` per configuration per generator step, one value per seed."""
-    series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for job in jobs:
-        for step, value in job.curves.get(metric, []):
-            series[job.config][step].append(value)
-    return series
-
-
-def plot_curves(sweep: Path, groups: list[Group]) -> list[Path]:
-    """report_<metric>.png for each ranking metric: the metric against generator steps,
-    one panel per group it ranks (their scales differ), one line per configuration (the
-    mean over seeds, the lowest to the highest seed shaded)."""
-    panels: dict[str, list[tuple[Group, dict]]] = defaultdict(list)
-    for group in groups:
-        series = _seed_curves(group.jobs, group.metric)
-        if series:
-            panels[group.metric].append((group, series))
-    if not panels:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    for metric, plotted in panels.items():
-        fig, axes = plt.subplots(1, len(plotted), figsize=(8 * len(plotted), 5), squeeze=False)
-        for ax, (group, series) in zip(axes[0], plotted, strict=True):
-            for config, points in sorted(series.items()):
-                steps = sorted(points)
-                mean = [statistics.fmean(points[s]) for s in steps]
-                line = ax.plot(steps, mean, marker="o", markersize=3, label=config)[0]
-                ax.fill_between(steps, [min(points[s]) for s in steps],
-                                [max(points[s]) for s in steps], color=line.get_color(), alpha=0.2)
-            ax.set_xlabel("generator steps")
-            ax.set_ylabel(metric)
-            ax.set_title(f"{sweep.name}: {metric}, {group.heading}", fontsize=9)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = sweep / f"report_{metric.replace('/', '_')}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
 
 
 class NothingToRank(KeyError):
@@ -541,7 +346,7 @@ def report(sweep: str | Path, metric: str | None = None,
     if not any(j.status == "finished" for j in jobs):  # say what each job did
         write_reports(sweep, groups, jobs)
         raise NothingToRank(f"no job finished, nothing to rank ({len(jobs)} jobs: "
-                            f"{', '.join(sorted({_status(j) for j in jobs}))})")
+                            f"{', '.join(sorted({status_text(j) for j in jobs}))})")
     if metric is not None and metric not in names:
         raise KeyError(f"metric {metric} not in the jobs' results; available: {', '.join(names)}")
     unknown = sorted(set(columns or []) - set(names) - {"all"})
