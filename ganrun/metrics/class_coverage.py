@@ -3,6 +3,7 @@ generated samples, and KL(predicted class histogram || uniform)."""
 
 from __future__ import annotations
 
+from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -20,8 +21,6 @@ class ClassCoverage(Metric):
         return None
 
     def compute(self, samples):
-        from ganrun.metrics import engine
-
         covered, kl = engine.class_coverage(samples.logits, samples.dataset.num_classes,
                                             self.cfg.class_min_share)
         return {"classes_covered": covered, "class_kl": kl}

@@ -3,6 +3,7 @@ radii cached with the real features."""
 
 from __future__ import annotations
 
+from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -13,14 +14,10 @@ class DensityCoverage(Metric):
     neighbours = "dc_k"
 
     def real_terms(self, real, n_fake, counts):
-        from ganrun.metrics import engine
-
         k = self.cfg.dc_k
         return {f"dc_k{k}": lambda: engine.dc_radii(real, k)}
 
     def compute(self, samples):
-        from ganrun.metrics import engine
-
         k = self.cfg.dc_k
         density, coverage = engine.density_coverage(samples.fake, samples.real, k,
                                                     samples.terms[f"dc_k{k}"])

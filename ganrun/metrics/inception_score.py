@@ -4,6 +4,7 @@ fewer than its minimum of samples."""
 
 from __future__ import annotations
 
+from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -25,7 +26,5 @@ class InceptionScore(Metric):
                        f"least {self.minimum()} of {n_fake} samples)")
 
     def compute(self, samples):
-        from ganrun.metrics import engine
-
         score, std = engine.inception_score(samples.logits, samples.counts.is_splits)
         return {"is": score, "is_std": std}

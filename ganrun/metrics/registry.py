@@ -18,9 +18,8 @@ Everything else asks it: the schema its names and outputs (metrics.names,
 optimized_metric), the guards its sides and minimum counts, the evaluator what
 it reads, why it is skipped and what of the real side it caches, the HParams
 table its columns, ganrun-report which way is better and what to rank by.
-
-The metric modules import the engine (torch, torch-fidelity) inside their methods,
-so that reading the declarations (ganrun-report) stays light.
+Importing ganrun.metrics imports every file of the folder, so a new metric is
+one file there (and its name in metrics.names).
 """
 
 from __future__ import annotations
