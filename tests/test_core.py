@@ -136,8 +136,9 @@ def test_a_regularizer_with_labels_of_its_own_conditions_the_run(halves, train_f
     assert supplies_labels(cfg.regularizer) and samples_per_decision(cfg.regularizer) == 1
     result, run_dir = train_fast(halves, "regularizer=[halves]")
     assert result["status"] == "finished"
-    # One D step per generator step (n_critic 1): every real batch was labelled by it.
-    assert result["halves"] == {"batches_labelled": 4}
+    # Asked for the real batch of each of the 4 generator steps (n_critic 1), and by the
+    # health monitor for its watched samples at each of the 2 logs (log.every=2).
+    assert result["halves"] == {"batches_labelled": 4 + 2}
     module, _ = load_module(run_dir / "checkpoints" / "last.ckpt")
     assert module.num_classes == 2 and module.labeller.name == "halves"
     assert module.G.embed.num_embeddings == 2

@@ -12,9 +12,9 @@ from test_faults import load_ckpt
 from torch import nn
 
 from ganrun.config.schema import validate
+from ganrun.losses import real_probability as collapse_probability
 from ganrun.models import build_models
 from ganrun.models.layers import pack_samples
-from ganrun.losses import real_probability as collapse_probability
 from ganrun.regularizers.dyngan import DynGAN, weighted_kmeans
 from ganrun.training.module import GANModule
 

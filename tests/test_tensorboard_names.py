@@ -17,10 +17,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
 
 from ganrun import outputs
-from ganrun.training import hparams as training
-from ganrun.training.run import run
 from ganrun.analysis.report import report
 from ganrun.callbacks.metrics import Metrics
+from ganrun.training import hparams as training
+from ganrun.training.run import run
 
 from conftest import FAST, GANRUN, cli_env, compose_cfg
 from tbread import hparams, scalars

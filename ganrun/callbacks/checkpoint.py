@@ -35,11 +35,12 @@ def save_checkpoint(trainer: pl.Trainer) -> None:
     trainer.strategy.barrier("ganrun.checkpoint")  # renamed before anyone reads it
 
 
-def save_alone(trainer: pl.Trainer) -> Path:
-    """Process 0's checkpoint with no collective (another process is gone)."""
+def save_alone(trainer: pl.Trainer, launcher) -> Path:
+    """Process 0's checkpoint with no collective (another process is gone), made by
+    ganrun's launcher (the one module that reaches into Lightning's private API)."""
     path = run_dir(trainer) / "checkpoints" / CHECKPOINT_FILE
     tmp = path.with_name(f".{CHECKPOINT_FILE}.tmp")
-    checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+    checkpoint = launcher.checkpoint_alone(trainer)
     trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
     tmp.replace(path)
     return path
@@ -98,7 +99,7 @@ class AtomicCheckpoint(EveryNSteps):
         self.last_step.restore()
         self.alone = True
         try:
-            self.rescued = save_alone(trainer)
+            self.rescued = save_alone(trainer, launcher)
         finally:
             self.alone = False
 

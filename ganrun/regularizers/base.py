@@ -72,6 +72,7 @@ class Regularizer:
     excludes_why = ""
     samples_per_decision = 1  # samples D judges at once (PacGAN's pack)
     conditions = 0  # classes G and D are conditioned on, the regularizer's own (DynGAN)
+    label_kind = "labels"  # what its labels are, in messages ("partitions")
     answers: tuple[str, ...] = ()  # failures it is a remedy for: "mode_collapse", ...
     trait_keys: dict[str, str] = {}  # a trait whose value a config key sets: {trait: key}
 

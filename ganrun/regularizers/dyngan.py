@@ -77,6 +77,7 @@ class DynGAN(Regularizer):
     excludes_why = "DynGAN judges single samples with their partitions"
     answers = ("mode_collapse",)
     conditions = 30  # G and D are built conditional on max_partitions partitions
+    label_kind = "partitions"
     trait_keys = {"conditions": "max_partitions"}
 
     @dataclass
