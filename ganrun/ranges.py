@@ -1,7 +1,7 @@
 """The range of every numeric key, declared on its schema's field and checked in one walk.
 
 A numeric field of a config schema (a component's `Config`, the global keys in
-ganrun.schema) states the values it takes instead of a bare MISSING:
+ganrun.config.schema) states the values it takes instead of a bare MISSING:
 
     @dataclass
     class Config:
