@@ -745,7 +745,7 @@ def test_eval_is_reproducible(tmp_path):
 def test_sweep(tmp_path, monkeypatch, capsys):
     """The sweep as the console shows it, then ganrun-report on it (the README's report
     commands in their short form: the optimizer study's table needs its 18 runs)."""
-    from ganrun.analysis.report import main as report_main
+    from ganrun.cli.report import main as report_main
 
     command = find(r"^ganrun -m loss=bce,hinge optim=adam,sgd train\.steps=20$")
     proc = console([GANRUN, *command.argv[1:]], cwd=tmp_path)

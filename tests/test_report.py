@@ -13,7 +13,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from ganrun.report import report
+from ganrun.analysis.report import report
 
 from conftest import GANRUN, cli_env
 
@@ -211,7 +211,7 @@ def test_losses_on_their_own_scales_are_listed_unranked_and_the_report_says_why(
 
 
 def test_t_quantiles_and_welch_p_values_match_scipy():
-    from ganrun.stats import t_cdf, t_ppf, welch_p
+    from ganrun.analysis.stats import t_cdf, t_ppf, welch_p
 
     for dof in (1, 2, 3, 4, 9, 29, 2.5, 200):
         for q in (0.975, 0.995, 0.9, 0.6, 0.025):
