@@ -36,12 +36,13 @@ class Registry(dict):
         return {name: cls.Config for name, cls in self.items()}
 
 
-def import_all(package: str) -> None:
-    """Import every module of `package`, in name order: each file registers what it
-    defines, so a new file in the folder needs no line anywhere else."""
+def import_all(package: str, skip: tuple[str, ...] = ()) -> None:
+    """Import every module of `package` but those in `skip`, in name order: each file
+    registers what it defines, so a new file in the folder needs no line anywhere else."""
     import importlib
     import pkgutil
 
     folder = importlib.import_module(package).__path__
     for info in sorted(pkgutil.iter_modules(folder), key=lambda m: m.name):
-        importlib.import_module(f"{package}.{info.name}")
+        if info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")

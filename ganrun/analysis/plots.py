@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ganrun.analysis.jobs import Job
-    from ganrun.analysis.report import Group
 
 
 def _seed_curves(jobs: list[Job], metric: str) -> dict[str, dict[int, list[float]]]:
@@ -23,11 +22,11 @@ def _seed_curves(jobs: list[Job], metric: str) -> dict[str, dict[int, list[float
     return series
 
 
-def plot_curves(sweep: Path, groups: list[Group]) -> list[Path]:
+def plot_curves(sweep: Path, groups: list) -> list[Path]:
     """report_<metric>.png for each ranking metric: the metric against generator steps,
     one panel per group it ranks (their scales differ), one line per configuration (the
     mean over seeds, the lowest to the highest seed shaded)."""
-    panels: dict[str, list[tuple[Group, dict]]] = defaultdict(list)
+    panels: dict[str, list[tuple]] = defaultdict(list)  # report.Group, its curves
     for group in groups:
         series = _seed_curves(group.jobs, group.metric)
         if series:

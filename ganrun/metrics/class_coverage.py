@@ -3,7 +3,6 @@ generated samples, and KL(predicted class histogram || uniform)."""
 
 from __future__ import annotations
 
-from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -21,6 +20,8 @@ class ClassCoverage(Metric):
         return None
 
     def compute(self, samples):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         covered, kl = engine.class_coverage(samples.logits, samples.dataset.num_classes,
                                             self.cfg.class_min_share)
         return {"classes_covered": covered, "class_kl": kl}

@@ -3,7 +3,6 @@ radii cached with the real features."""
 
 from __future__ import annotations
 
-from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -14,10 +13,14 @@ class DensityCoverage(Metric):
     neighbours = "dc_k"
 
     def real_terms(self, real, n_fake, counts):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         k = self.cfg.dc_k
         return {f"dc_k{k}": lambda: engine.dc_radii(real, k)}
 
     def compute(self, samples):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         k = self.cfg.dc_k
         density, coverage = engine.density_coverage(samples.fake, samples.real, k,
                                                     samples.terms[f"dc_k{k}"])

@@ -3,7 +3,6 @@ distance, the real side's mean and covariance cached with its features."""
 
 from __future__ import annotations
 
-from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -14,7 +13,11 @@ class FID(Metric):
     quality = {"fid": ("kid", "precision", "recall", "ppl")}
 
     def real_terms(self, real, n_fake, counts):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         return {"fid_stats": lambda: engine.fid_statistics(real)}
 
     def compute(self, samples):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         return {"fid": engine.fid(engine.fid_statistics(samples.fake), samples.terms["fid_stats"])}

@@ -12,30 +12,8 @@ mode coverage count samples and have no minimum.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ganrun.errors import UserError
-from ganrun.metrics.registry import METRICS
-
-
-@dataclass
-class Counts:
-    """What the metrics will use of their `counted` settings (KID's subset size, IS's
-    splits: `counts.kid_subset_size`), and the sentences saying where they differ from
-    the configured ones."""
-
-    used: dict[str, int]
-    adapted: list[str] = field(default_factory=list)
-
-    def __getattr__(self, key: str) -> int:
-        try:
-            return self.__dict__["used"][key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def record(self) -> dict:
-        """The protocol's entry: the counts used, and what was adapted."""
-        return {**self.used, "adapted": self.adapted} if self.adapted else dict(self.used)
+from ganrun.metrics.registry import METRICS, Counts
 
 
 def counts(cfg, n_fake: int, n_real: int | None, fake_name: str = "generated samples",

@@ -4,7 +4,6 @@ fewer than its minimum of samples."""
 
 from __future__ import annotations
 
-from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -26,5 +25,7 @@ class InceptionScore(Metric):
                        f"least {self.minimum()} of {n_fake} samples)")
 
     def compute(self, samples):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         score, std = engine.inception_score(samples.logits, samples.counts.is_splits)
         return {"is": score, "is_std": std}

@@ -5,7 +5,6 @@ generated samples. Its subsets shrink, with a warning, to the samples there are.
 from __future__ import annotations
 
 from ganrun.errors import UserError
-from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -31,15 +30,21 @@ class KID(Metric):
 
     def _key(self, n_fake: int, n_real: int, counts) -> tuple[str, int]:
         """Its subsets depend on both counts: the cache key of their real terms."""
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         size = engine.kid_size(counts.kid_subset_size, n_fake, n_real)
         return f"kid_n{n_fake}_s{self.cfg.kid_subsets}_m{size}", size
 
     def real_terms(self, real, n_fake, counts):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         key, size = self._key(n_fake, len(real), counts)
         return {key: lambda: engine.kid_real_terms(
             real, engine.kid_draws(n_fake, len(real), self.cfg.kid_subsets, size))}
 
     def compute(self, samples):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         fake, real = samples.fake, samples.real
         terms = samples.terms[self._key(len(fake), len(real), samples.counts)[0]]
         kid, std = engine.kid(fake, real, self.cfg.kid_subsets, samples.counts.kid_subset_size,

@@ -22,11 +22,12 @@ modes; it is infinite when no sample counts.
 from __future__ import annotations
 
 import math
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from ganrun.metrics.registry import METRICS, Metric
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 KL_HISTOGRAMS = ("high_quality", "all")
 
@@ -39,6 +40,8 @@ def mode_metrics(points: Tensor, centres: Tensor, std: float, threshold: float =
     (N, 2). A mode is covered when it holds at least `min_count` high-quality points,
     or, with `min_count` None, at least `min_share` of the n / K a uniform generator
     would put there. `kl`: the histogram of the high-quality points, or of `all`."""
+    import torch
+
     points, centres = points.double().cpu(), centres.double().cpu()
     n, k = points.shape[0], centres.shape[0]
     distance, nearest = torch.cdist(points, centres).min(dim=1)
@@ -67,6 +70,8 @@ def mass_on_modes(points: Tensor, centres: Tensor, std: float, threshold: float 
     The health monitor's evidence (ganrun.callbacks.health): samples spread evenly
     between the modes hold every mode with few of them near one (blur); samples on a
     few modes hold few (mode collapse), near them or not."""
+    import torch
+
     points, centres = points.double().cpu(), centres.double().cpu()
     k = centres.shape[0]
     distance, nearest = torch.cdist(points, centres).min(dim=1)

@@ -30,13 +30,11 @@ from torch import Tensor, nn
 
 from ganrun.errors import UserError
 from ganrun.metrics.extractors import hub_weights, resized
-from ganrun.metrics.registry import METRICS, Metric
 from ganrun.samples import generate, noise
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet weights, as its cache names them
 LPIPS_SIZE = 64  # images are resized to this for LPIPS, as torchmetrics' PPL does
 LOWER, UPPER = 0.01, 0.99
-MIN_PAIRS = 100  # the 1%/99% trimming needs at least this many latent pairs
 
 
 def interpolate(z1: Tensor, z2: Tensor, t: Tensor, method: str) -> Tensor:
@@ -88,26 +86,6 @@ def perceptual_path_length(module, distance, n: int, epsilon: float, sampling: s
         distances.append(path_lengths(lambda z, y: generate(module, z, y), z1, z2, t, epsilon,
                                       method, distance, labels).cpu())
     return trimmed_mean(torch.cat(distances))
-
-
-@METRICS.register
-class PPL(Metric):
-    name = "ppl"
-    outputs = {"ppl": "lower"}
-    reads = "generator"  # latent interpolations: the metrics callback measures it
-    sides = ()
-
-    def check(self):
-        if self.cfg.ppl_samples < MIN_PAIRS:
-            raise UserError(f"metrics.ppl_samples={self.cfg.ppl_samples}: ppl needs at least "
-                            f"{MIN_PAIRS} latent pairs (its 1%/99% trimming)")
-
-    def compute(self, module, distance) -> dict[str, float]:
-        """PPL of a GANModule's generator under `distance`, from the global random
-        stream (the caller seeds it)."""
-        cfg = self.cfg
-        return {"ppl": perceptual_path_length(module, distance, cfg.ppl_samples, cfg.ppl_epsilon,
-                                              cfg.ppl_sampling)}
 
 
 # --- the distances ---------------------------------------------------------------------

@@ -3,7 +3,6 @@ sums, the real balls' radii cached with the real features."""
 
 from __future__ import annotations
 
-from ganrun.metrics import engine
 from ganrun.metrics.registry import METRICS, Metric
 
 
@@ -14,10 +13,14 @@ class PrecisionRecall(Metric):
     neighbours = "pr_k"
 
     def real_terms(self, real, n_fake, counts):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         k = self.cfg.pr_k
         return {f"pr_k{k}": lambda: engine.knn_radii(real.float(), k)}
 
     def compute(self, samples):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
         k = self.cfg.pr_k
         precision, recall = engine.precision_recall(samples.fake, samples.real, k,
                                                     samples.terms[f"pr_k{k}"])

@@ -25,15 +25,13 @@ one file there (and its name in metrics.names).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ganrun.registry import Registry
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ganrun.metrics.guards import Counts
 
 # The fewest samples a metric reads on each side (its `minimum`); the k-NN metrics need
 # KNN_PER_K x k, as their balls grow when the samples thin out (ganrun.metrics.guards).
@@ -44,6 +42,26 @@ KNN_PER_K = 10
 # only); the generator's own metrics (ppl) are measured by the metrics callback.
 READS = ("points", "features", "logits", "generator")
 DIRECTIONS = ("lower", "higher", None)  # None: a companion (a spread), never ranked
+
+
+@dataclass
+class Counts:
+    """What the metrics will use of their `counted` settings (KID's subset size, IS's
+    splits: `counts.kid_subset_size`), and the sentences saying where they differ from
+    the configured ones."""
+
+    used: dict[str, int]
+    adapted: list[str] = field(default_factory=list)
+
+    def __getattr__(self, key: str) -> int:
+        try:
+            return self.__dict__["used"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def record(self) -> dict:
+        """The protocol's entry: the counts used, and what was adapted."""
+        return {**self.used, "adapted": self.adapted} if self.adapted else dict(self.used)
 
 
 @dataclass
