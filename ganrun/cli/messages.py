@@ -15,7 +15,7 @@ import shutil
 
 import yaml
 
-from ganrun.config.compose import HIDDEN_KEYS, config_groups, configs_folder, root_keys  # noqa: F401
+from ganrun.config.compose import HIDDEN_KEYS, config_groups, configs_folder, root_keys
 
 COMMANDS = {
     "ganrun-sample": "samples of a finished run: a grid or a folder of PNGs",
