@@ -38,7 +38,7 @@ def block(language: str, holding: str) -> str:
 
 @pytest.fixture
 def drift(tmp_path):
-    """The README's regularizer, registered as if added to ganrun/regularizers.py, and
+    """The README's regularizer, registered as if it were ganrun/regularizers/drift.py, and
     its YAML in a config folder on Hydra's search path."""
     code = block("python", "class DriftPenalty")
     namespace = {"REGULARIZERS": REGULARIZERS, "Regularizer": Regularizer, "dataclass": dataclass,
