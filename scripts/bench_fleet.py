@@ -1,0 +1,124 @@
+"""Fleet throughput at the step (issue 21, in progress): N members' non-saturating GAN
+steps, one after another (each member its own ganrun models and torch.optim.Adam) and
+as one fleet (ganrun.fleet: stacked networks, StackedAdam), taking turns in one
+process so both see the same machine. Prints generator steps per second of all
+members and `RATIO <config> <N> <fleet / sequential>`.
+
+This measures the networks and the optimizer alone: no callbacks, no data loading,
+no process start-up, which a fleet of ganrun jobs also saves once the launcher
+exists (hydra/launcher=fleet is not built yet).
+
+    python scripts/bench_fleet.py --configs ring8 dyngan_grid pacgan_grid --members 4 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ganrun.config.compose import compose_config  # noqa: E402
+from ganrun.config.schema import validate  # noqa: E402
+from ganrun.fleet.optim import StackedAdam  # noqa: E402
+from ganrun.fleet.stack import stack_models  # noqa: E402
+from ganrun.losses import build_loss  # noqa: E402
+from ganrun.models import build_models  # noqa: E402
+
+CONFIGS = {  # name -> ganrun overrides (the models, batch and optimizer of each)
+    "ring8": ("dataset=ring8",),
+    "dyngan_grid": ("protocol=dyngan_grid",),
+    "pacgan_grid": ("protocol=pacgan_grid",),
+}
+
+
+class Members:
+    """N members of one config: as N models with their own Adam, and as one fleet."""
+
+    def __init__(self, cfg, n: int):
+        self.cfg, self.n, self.batch = cfg, n, cfg.dataset.batch_size
+        self.latent = cfg.model.latent_dim
+        self.loss = build_loss(cfg.loss)
+        nets = []
+        for seed in range(n):
+            torch.manual_seed(seed)
+            nets.append(build_models(cfg.model, (2,), 0))
+        betas = tuple(cfg.optim.betas)
+        self.alone = [(G, D, torch.optim.Adam(G.parameters(), cfg.optim.lr_g, betas=betas),
+                       torch.optim.Adam(D.parameters(), cfg.optim.lr_d, betas=betas))
+                      for G, D in nets]
+        G, D = stack_models([g for g, _ in nets]), stack_models([d for _, d in nets])
+        eps, wd = [1e-8] * n, [0.0] * n
+        self.fleet = (G, D, StackedAdam(list(G.parameters()), [cfg.optim.lr_g] * n, [betas] * n,
+                                        eps, wd),
+                      StackedAdam(list(D.parameters()), [cfg.optim.lr_d] * n, [betas] * n, eps, wd))
+        self.data = torch.randn(n * self.batch, 2)
+
+    def _step(self, G, D, opt_g, opt_d, real: torch.Tensor, members: int) -> None:
+        b = self.batch
+        fake = G(torch.randn(members * b, self.latent))
+        real_out, fake_out = D(real), D(fake.detach())
+        d = sum(self.loss.d_loss(real_out[k * b:(k + 1) * b], fake_out[k * b:(k + 1) * b])
+                for k in range(members))
+        opt_d.zero_grad()
+        d.backward()
+        opt_d.step()
+        out = D(fake)
+        g = sum(self.loss.g_loss(out[k * b:(k + 1) * b], None) for k in range(members))
+        opt_g.zero_grad()
+        g.backward()
+        opt_g.step()
+
+    def sequential(self, steps: int) -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            for G, D, opt_g, opt_d in self.alone:
+                self._step(G, D, opt_g, opt_d, self.data[:self.batch], 1)
+        return time.perf_counter() - started
+
+    def together(self, steps: int) -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            self._step(*self.fleet, self.data, self.n)
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=sorted(CONFIGS), choices=sorted(CONFIGS))
+    parser.add_argument("--members", nargs="+", type=int, default=[4, 16])
+    parser.add_argument("--steps", type=int, default=10, help="generator steps per turn")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads")
+    ratios = []
+    for name in args.configs:
+        cfg = validate(compose_config(*CONFIGS[name], "metrics=none")[0])
+        for n in args.members:
+            members = Members(cfg, n)
+            members.sequential(2), members.together(2)  # warm-up
+            pairs = [(members.sequential(args.steps), members.together(args.steps))
+                     for _ in range(args.repeats)]
+            ratio = statistics.median(s / f for s, f in pairs)
+            seq = statistics.median(args.steps * n / s for s, _ in pairs)
+            fleet = statistics.median(args.steps * n / f for _, f in pairs)
+            print(f"{name} N={n}: member generator steps/s, median: sequential {seq:.1f}, "
+                  f"fleet {fleet:.1f}; paired ratios "
+                  + " ".join(f"{s / f:.2f}" for s, f in pairs), flush=True)
+            ratios.append((name, n, ratio))
+    for name, n, ratio in ratios:
+        print(f"RATIO {name} {n} {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
