@@ -161,3 +161,70 @@ def test_a_layer_that_cannot_be_stacked_is_named():
     with pytest.raises(UserError, match=r"^ConvTranspose2d \(.+\) cannot join a fleet yet: "
                                         r"fleets stack Linear, BatchNorm1d, Embedding$"):
         stack_models(nets)
+
+
+# --- stacked optimizers: torch.optim's arithmetic, per member --------------------------------
+
+OPTIMIZERS = {  # option -> (members' settings, torch.optim per member, the stacked one)
+    "adam": ([{"lr": 1e-3, "betas": (0.5, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+              {"lr": 3e-4, "betas": (0.9, 0.99), "eps": 1e-6, "weight_decay": 1e-2},
+              {"lr": 2e-2, "betas": (0.0, 0.9), "eps": 1e-8, "weight_decay": 0.0}],
+             torch.optim.Adam, "adam"),
+    "rmsprop": ([{"lr": 1e-3, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0},
+                 {"lr": 5e-4, "alpha": 0.9, "eps": 1e-6, "momentum": 0.9, "weight_decay": 1e-3},
+                 {"lr": 1e-2, "alpha": 0.5, "eps": 1e-8, "momentum": 0.5, "weight_decay": 0.0}],
+                torch.optim.RMSprop, "rmsprop"),
+    "sgd": ([{"lr": 1e-2, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False},
+             {"lr": 5e-2, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": False},
+             {"lr": 1e-3, "momentum": 0.5, "weight_decay": 0.0, "nesterov": False}],
+            torch.optim.SGD, "sgd"),
+    "sgd_nesterov": ([{"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0, "nesterov": True},
+                      {"lr": 5e-2, "momentum": 0.5, "weight_decay": 1e-3, "nesterov": True}],
+                     torch.optim.SGD, "sgd"),
+}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIMIZERS))
+def test_a_stacked_optimizer_updates_each_member_as_torch_optim_does(option):
+    from omegaconf import OmegaConf
+
+    from ganrun.fleet.optim import stacked_optimizer
+
+    settings, torch_optimizer, name = OPTIMIZERS[option]
+    m = len(settings)
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(m, 4, 5, generator=gen), torch.randn(m, 1, 5, generator=gen)]
+    stacked = [p.clone().requires_grad_() for p in start]
+    alone = [[p[k].clone().requires_grad_() for p in start] for k in range(m)]
+    cfgs = [OmegaConf.create({"name": name, **s}) for s in settings]
+    opt = stacked_optimizer(cfgs, stacked, [s["lr"] for s in settings])
+    theirs = [torch_optimizer(alone[k], **settings[k]) for k in range(m)]
+    for _ in range(25):
+        grads = [torch.randn(p.shape, generator=gen) for p in start]
+        opt.zero_grad()
+        for p, g in zip(stacked, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        for k in range(m):
+            theirs[k].zero_grad()
+            for p, g in zip(alone[k], grads, strict=True):
+                p.grad = g[k].clone()
+            theirs[k].step()
+    for k in range(m):
+        for mine, their in zip(stacked, alone[k], strict=True):
+            torch.testing.assert_close(mine[k], their, rtol=1e-6, atol=1e-7)
+
+
+def test_an_optimizer_that_cannot_join_a_fleet_is_named():
+    from omegaconf import OmegaConf
+
+    from ganrun.fleet.optim import stacked_optimizer
+
+    p = [torch.zeros(2, 3, requires_grad=True)]
+    with pytest.raises(UserError, match="^optim=adagrad cannot join a fleet yet: fleets train "
+                                        "with adam, rmsprop or sgd$"):
+        stacked_optimizer([OmegaConf.create({"name": "adagrad", "weight_decay": 0.0})] * 2, p,
+                          [1e-3, 1e-3])
+    with pytest.raises(UserError, match="share one optimizer; got adam, sgd"):
+        stacked_optimizer([OmegaConf.create({"name": "adam"}), OmegaConf.create({"name": "sgd"})],
+                          p, [1e-3, 1e-3])
