@@ -8,7 +8,7 @@ This measures the networks and the optimizer alone: no callbacks, no data loadin
 no process start-up, which a fleet of ganrun jobs also saves once the launcher
 exists (hydra/launcher=fleet is not built yet).
 
-    python scripts/bench_fleet.py --configs ring8 dyngan_grid pacgan_grid --members 4 16
+    python scripts/bench_fleet.py --configs ring8 dyngan_grid pacgan_grid dcgan_digits32 --members 4 16
 """
 
 from __future__ import annotations
@@ -31,24 +31,25 @@ from ganrun.fleet.stack import stack_models  # noqa: E402
 from ganrun.losses import build_loss  # noqa: E402
 from ganrun.models import build_models  # noqa: E402
 
-CONFIGS = {  # name -> ganrun overrides (the models, batch and optimizer of each)
-    "ring8": ("dataset=ring8",),
-    "dyngan_grid": ("protocol=dyngan_grid",),
-    "pacgan_grid": ("protocol=pacgan_grid",),
+CONFIGS = {  # name -> (ganrun overrides: the models, batch and optimizer; the data's shape)
+    "ring8": (("dataset=ring8",), (2,)),
+    "dyngan_grid": (("protocol=dyngan_grid",), (2,)),
+    "pacgan_grid": (("protocol=pacgan_grid",), (2,)),
+    "dcgan_digits32": (("model=dcgan", "dataset.image_size=32"), (1, 32, 32)),
 }
 
 
 class Members:
     """N members of one config: as N models with their own Adam, and as one fleet."""
 
-    def __init__(self, cfg, n: int):
+    def __init__(self, cfg, n: int, shape: tuple[int, ...]):
         self.cfg, self.n, self.batch = cfg, n, cfg.dataset.batch_size
         self.latent = cfg.model.latent_dim
         self.loss = build_loss(cfg.loss)
         nets = []
         for seed in range(n):
             torch.manual_seed(seed)
-            nets.append(build_models(cfg.model, (2,), 0))
+            nets.append(build_models(cfg.model, shape, 0))
         betas = tuple(cfg.optim.betas)
         self.alone = [(G, D, torch.optim.Adam(G.parameters(), cfg.optim.lr_g, betas=betas),
                        torch.optim.Adam(D.parameters(), cfg.optim.lr_d, betas=betas))
@@ -58,7 +59,7 @@ class Members:
         self.fleet = (G, D, StackedAdam(list(G.parameters()), [cfg.optim.lr_g] * n, [betas] * n,
                                         eps, wd),
                       StackedAdam(list(D.parameters()), [cfg.optim.lr_d] * n, [betas] * n, eps, wd))
-        self.data = torch.randn(n * self.batch, 2)
+        self.data = torch.randn(n * self.batch, *shape)
 
     def _step(self, G, D, opt_g, opt_d, real: torch.Tensor, members: int) -> None:
         b = self.batch
@@ -103,9 +104,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads")
     ratios = []
     for name in args.configs:
-        cfg = validate(compose_config(*CONFIGS[name], "metrics=none")[0])
+        overrides, shape = CONFIGS[name]
+        cfg = validate(compose_config(*overrides, "metrics=none")[0])
         for n in args.members:
-            members = Members(cfg, n)
+            members = Members(cfg, n, shape)
             members.sequential(2), members.together(2)  # warm-up
             pairs = [(members.sequential(args.steps), members.together(args.steps))
                      for _ in range(args.repeats)]

@@ -155,11 +155,35 @@ def test_a_member_learning_rate_moves_no_other_member():
             assert torch.equal(value, other[2][k][key]), key
 
 
-def test_a_layer_that_cannot_be_stacked_is_named():
+def test_a_stacked_dcgan_is_each_member_own():
+    """Convolutions as one grouped convolution, batch norm over each member's own batch
+    and positions: G and D of three DCGAN members, outputs and running statistics."""
     cfg = validate(compose_cfg(*FAST, "model=dcgan", "dataset.image_size=32")[0])
-    nets = [build_models(cfg.model, (1, 32, 32), 0)[0] for _ in range(2)]
-    with pytest.raises(UserError, match=r"^ConvTranspose2d \(.+\) cannot join a fleet yet: "
-                                        r"fleets stack Linear, BatchNorm1d, Embedding$"):
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(build_models(cfg.model, (1, 32, 32), 0))
+    Gs, Ds = [g for g, _ in nets], [d for _, d in nets]
+    fleet_g, fleet_d = stack_models(Gs), stack_models(Ds)
+    b = 4
+    z = torch.randn(3 * b, cfg.model.latent_dim)
+    images = fleet_g(z)
+    judged = fleet_d(images)
+    for k in range(3):
+        rows = slice(k * b, (k + 1) * b)
+        own = Gs[k](z[rows])
+        torch.testing.assert_close(images[rows], own, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(judged[rows], Ds[k](own), rtol=1e-4, atol=1e-5)
+        back = member_model(fleet_g, Gs[0], k).state_dict()
+        for key, value in Gs[k].state_dict().items():
+            torch.testing.assert_close(back[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_that_cannot_be_stacked_is_named():
+    nets = [torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)) for _ in range(2)]
+    with pytest.raises(UserError, match=r"^LayerNorm \(1\) cannot join a fleet yet: fleets "
+                                        r"stack Linear, BatchNorm1d, Embedding, Conv2d, "
+                                        r"ConvTranspose2d, BatchNorm2d$"):
         stack_models(nets)
 
 

@@ -6,6 +6,7 @@ member k's as a plain layer (`member`)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -109,5 +110,97 @@ class StackedEmbedding(nn.Module):
         return layer
 
 
+def to_channels(x: Tensor, members: int) -> Tensor:
+    """(M * B, C, H, W) -> (B, M * C, H, W): the members side by side as channel groups."""
+    b = x.shape[0] // members
+    return x.reshape(members, b, *x.shape[1:]).transpose(0, 1).reshape(b, -1, *x.shape[2:])
+
+
+def from_channels(y: Tensor, members: int) -> Tensor:
+    """(B, M * C, H, W) -> (M * B, C, H, W)."""
+    b = y.shape[0]
+    return y.reshape(b, members, -1, *y.shape[2:]).transpose(0, 1).reshape(
+        members * b, -1, *y.shape[2:])
+
+
+class _StackedConv(nn.Module):
+    """Every member's convolution as one grouped convolution (groups = M x the layer's)."""
+
+    def __init__(self, layers: list[nn.Conv2d | nn.ConvTranspose2d]):
+        super().__init__()
+        first = layers[0]
+        if first.padding_mode != "zeros":
+            raise ValueError(f"padding_mode={first.padding_mode}: fleets pad with zeros")
+        self.members, self.kind = len(layers), type(first)
+        keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                "groups") + (("output_padding",) if isinstance(first, nn.ConvTranspose2d) else ())
+        self.spec = {key: getattr(first, key) for key in keys}  # the layer's shape, not weights
+        # (M, ...) like every stacked parameter (the optimizers' member axis), one grouped
+        # weight in the convolution.
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = (nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+                     if first.bias is not None else None)
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = self.bias.flatten() if self.bias is not None else None
+        out = self._conv(to_channels(x, self.members), self.weight.flatten(0, 1), bias)
+        return from_channels(out, self.members)
+
+    def member(self, k: int) -> nn.Module:
+        layer = self.kind(**self.spec, bias=self.bias is not None)
+        with torch.no_grad():
+            layer.weight.copy_(self.weight[k])
+            if self.bias is not None:
+                layer.bias.copy_(self.bias[k])
+        return layer
+
+
+class StackedConv2d(_StackedConv):
+    def _conv(self, x, weight, bias):
+        c = self.spec
+        return F.conv2d(x, weight, bias, c["stride"], c["padding"], c["dilation"],
+                        c["groups"] * self.members)
+
+
+class StackedConvTranspose2d(_StackedConv):
+    def _conv(self, x, weight, bias):
+        c = self.spec
+        return F.conv_transpose2d(x, weight, bias, c["stride"], c["padding"],
+                                  c["output_padding"], c["groups"] * self.members, c["dilation"])
+
+
+class StackedBatchNorm2d(StackedBatchNorm1d):
+    """nn.BatchNorm2d of every member: statistics over its own batch and positions."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        xs = by_member(x, self.members)  # (M, B, C, H, W)
+        if self.training:
+            mean = xs.mean((1, 3, 4))
+            var = xs.var((1, 3, 4), unbiased=False)
+            with torch.no_grad():
+                n = xs.shape[1] * xs.shape[3] * xs.shape[4]
+                self.num_batches_tracked.add_(1)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * (n / max(n - 1, 1)), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        shape = (self.members, 1, -1, 1, 1)
+        out = (xs - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.reshape(x.shape)
+
+    def member(self, k: int) -> nn.BatchNorm2d:
+        flat = super().member(k)
+        layer = nn.BatchNorm2d(flat.num_features, eps=self.eps, momentum=self.momentum,
+                               affine=self.affine)
+        layer.load_state_dict(flat.state_dict())
+        return layer
+
+
 STACKED = {nn.Linear: StackedLinear, nn.BatchNorm1d: StackedBatchNorm1d,
-           nn.Embedding: StackedEmbedding}
+           nn.Embedding: StackedEmbedding, nn.Conv2d: StackedConv2d,
+           nn.ConvTranspose2d: StackedConvTranspose2d, nn.BatchNorm2d: StackedBatchNorm2d}

@@ -27,7 +27,7 @@ def stack_models(models: list[nn.Module]) -> nn.Module:
     stacked = [name for name, module in fleet.named_modules() if type(module) in STACKED]
     for name in stacked:
         layers = [model.get_submodule(name) for model in models]
-        if isinstance(layers[0], nn.BatchNorm1d) and layers[0].momentum is None:
+        if isinstance(layers[0], nn.BatchNorm1d | nn.BatchNorm2d) and layers[0].momentum is None:
             raise UserError(f"{name}: batch norm with a cumulative average (momentum None) "
                             "cannot join a fleet")
         _replace(fleet, name, STACKED[type(layers[0])](layers))
