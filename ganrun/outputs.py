@@ -198,3 +198,27 @@ def job_formatter(format: str, job: int | None = None, datefmt: str | None = Non
     they are, and nothing in a single run (Hydra's own format)."""
     return logging.Formatter(format.replace("{job}", "" if job is None else f"[job {job}]"),
                              datefmt)
+
+
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./\-]+$")
+
+
+def hydra_value(value: str) -> str:
+    """`value` as an override's value Hydra reads back as this string: plain where its
+    grammar allows, else quoted (a sweep job's directory holds `=` and `,`)."""
+    if _PLAIN_VALUE.match(value):
+        return value
+    # In a quoted value Hydra reads a backslash as an escape only before a quote (or
+    # before the closing one): those are doubled, the quotes escaped.
+    quoted = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', value)
+    return '"' + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, quoted) + '"'
+
+
+
+def resume_command(overrides: list[str], checkpoint: str | Path) -> str:
+    """The command that resumes a run from `checkpoint`: its own `overrides` (in place of
+    any ckpt_path it had) and the checkpoint, quoted for Hydra, the line for the shell."""
+    import shlex
+
+    options = [o for o in overrides if not o.startswith("ckpt_path=")]
+    return shlex.join(["ganrun", *options, f"ckpt_path={hydra_value(str(checkpoint))}"])

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import GANRUN, REPO, cli_env
 from tbread import hparams, scalars
@@ -43,6 +44,10 @@ def test_bad_overrides_stop_before_training_and_name_the_key(tmp_path, override,
      "regularizer.spectral_norm.n_power_iterations=0: must be an integer >= 1"),
     (["optim.betas=[0.5,1.0]"], "optim.betas[1]=1: must be finite and in [0, 1)"),
     (["optim.lr_g=nan"], "optim.lr_g=nan: must be finite and > 0"),
+    pytest.param(["trainer=gpu"], "trainer.accelerator=gpu but torch sees no GPU here "
+                 "(torch.cuda.is_available() is False); on CPUs use trainer=cpu "
+                 "(or trainer=default: auto)",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ])
 def test_a_value_out_of_range_is_one_line_and_leaves_no_run(tmp_path, overrides, message):
     """ganrun.ranges through the console script (tests/test_ranges.py: every key)."""

@@ -85,11 +85,14 @@ def test_the_readme_regularizer_trains_logs_and_is_checked(drift, train_fast):
 def mean_gap():
     """The README's metric, filed as if ganrun/metrics/mean_gap.py were imported with the
     others, and the names of its YAML line."""
+    existing = METRICS.pop("mean_gap", None)  # a user who added the example already
     exec(block("python", "class MeanGap"), {"__name__": "ganrun.metrics.mean_gap"})  # noqa: S102
     try:
         yield yaml.safe_load(block("yaml", "mean_gap"))["names"]
     finally:
         METRICS.pop("mean_gap", None)
+        if existing is not None:
+            METRICS["mean_gap"] = existing
 
 
 def test_the_readme_metric_is_logged_checked_and_ranked(mean_gap, train_fast, tmp_path):
@@ -133,7 +136,7 @@ def test_the_readme_metric_is_logged_checked_and_ranked(mean_gap, train_fast, tm
     checked = validate(compose_cfg(*FAST, *options, "optimized_metric=Mean_Gap")[0])
     assert checked.optimized_metric == "mean_gap"
     with pytest.raises(UserError, match=r"30 generated samples \(metrics.n_fake\) are too few: "
-                                        r"fid, kid, is, pr, dc, mean_gap need at least 50"):
+                                        r"fid, kid, pr, dc, mean_gap need at least 50"):
         validate(compose_cfg(*FAST, *options, "metrics.n_fake=30")[0])
 
 

@@ -304,3 +304,34 @@ def test_eval_of_a_read_only_run_still_reports(train_fast, caplog):
     record = evaluate(str(run_dir), names=["class_coverage"], n_fake=60)
     assert "classes_covered" in record["metrics"]
     assert "could not write" in caplog.text and "eval.json" in caplog.text
+
+
+def test_a_sweep_job_directory_is_a_path_though_its_name_holds_equals(train_fast):
+    """A sweep job's directory is named by its overrides (`0_loss=bce,seed=0`): an
+    argument that exists is the run, not an option; one that does not is named."""
+    _, job = train_fast(name="0_loss=bce,seed=0")
+    proc = cli("sample", job, "n=4")
+    assert proc.returncode == 0, proc.stderr
+    assert (job / "samples" / "sample_0000004_n4_seed0.png").is_file()
+    assert cli("eval", job / "checkpoints" / "last.ckpt", "n_fake=100", "names=[fid]"
+               ).returncode == 0
+    refused(cli("sample", job.parent / "9_loss=hinge", "n=4"), "sample",
+            "9_loss=hinge: no such run directory or checkpoint")
+
+
+@pytest.mark.parametrize("checkpoint", [
+    "/runs/0_loss=bce,seed=0/checkpoints/last.ckpt", "/runs/it's here/x y/last.ckpt",
+    "/runs/back\\slash[1]/last.ckpt", '/runs/q"uote\\"d/last.ckpt\\', "/runs/plain/last.ckpt"])
+def test_the_resume_command_gives_hydra_the_checkpoint_path_back(checkpoint):
+    """What the shell passes on and Hydra then reads as ckpt_path is the path itself,
+    whatever it holds (sweep jobs' `=` and `,`, quotes, spaces, backslashes)."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ganrun.outputs import resume_command
+
+    argv = shlex.split(resume_command(["loss=bce", "seed=0", "ckpt_path=/old"], checkpoint))
+    assert argv[:3] == ["ganrun", "loss=bce", "seed=0"]
+    parsed = OverridesParser.create().parse_overrides(argv[1:])
+    assert [o.value() for o in parsed if o.key_or_group == "ckpt_path"] == [checkpoint]

@@ -125,15 +125,11 @@ def gone(pid: int, host: str | None) -> bool:
 
 def resume_command(path: Path, overrides: list[str]) -> str:
     """The command that resumes the job in `path` from its checkpoint ("" without one)."""
-    import shlex
-
     from ganrun.outputs import CHECKPOINT_FILE
+    from ganrun.outputs import resume_command as command
 
     ckpt = path / "checkpoints" / CHECKPOINT_FILE
-    if not ckpt.is_file():
-        return ""
-    options = [o for o in overrides if not o.startswith("ckpt_path=")]
-    return shlex.join(["ganrun", *options, f"ckpt_path={ckpt}"])
+    return command(overrides, ckpt) if ckpt.is_file() else ""
 
 
 def collect(sweep: Path) -> list[Job]:

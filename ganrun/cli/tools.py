@@ -67,8 +67,12 @@ def _parse(argv: list[str], allowed: dict, usage: str, images_ok: bool
             if not args:
                 raise UserError("--images needs a folder")
             images = args.pop(0)
+        elif path is None and not arg.startswith("-") and Path(arg).expanduser().exists():
+            path = arg  # a sweep job's directory holds '=': a path that exists is a path
         elif "=" in arg and not arg.startswith("-"):
             key, value = arg.split("=", 1)
+            if key not in allowed and ("/" in key or key.startswith(".")):
+                raise UserError(f"{arg}: no such run directory or checkpoint")
             if key not in allowed:
                 raise UserError(f"unknown option {key}; valid: {', '.join(allowed)}")
             kind = allowed[key]

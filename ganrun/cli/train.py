@@ -98,12 +98,10 @@ def _discard(run_dir: str) -> None:
 
 
 def resume_command(hydra_cfg, checkpoint: str) -> str:
-    """The command that resumes this run: its own overrides, quoted for the shell, and
-    the checkpoint (in place of any ckpt_path it had)."""
-    import shlex
+    """The command that resumes this run (ganrun.outputs.resume_command)."""
+    from ganrun.outputs import resume_command as command
 
-    options = [o for o in hydra_cfg.overrides.task if not o.startswith("ckpt_path=")]
-    return shlex.join(["ganrun", *options, f"ckpt_path={checkpoint}"])
+    return command(list(hydra_cfg.overrides.task), checkpoint)
 
 
 def _fit_to_launcher(cfg: DictConfig, launcher) -> None:

@@ -250,6 +250,7 @@ def _check_ranges(cfg: DictConfig) -> None:
 
 def _check_values(cfg: DictConfig) -> None:
     one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    check_devices(cfg.trainer)
     one_of("train.on_diverge", cfg.train.on_diverge, ("stop", "restore"))
     one_of("optim.decay", cfg.optim.decay, DECAYS)
     one_of("sample.latent", cfg.sample.latent, ("normal", "uniform"))
@@ -301,7 +302,25 @@ def check_metrics(cfg: DictConfig) -> None:
     one_of("metrics.modes_kl", metrics.modes_kl, KL_HISTOGRAMS)
     one_of("metrics.ppl_sampling", metrics.ppl_sampling, PPL_SAMPLINGS)
     one_of("metrics.ppl_net", metrics.ppl_net, PPL_NETS)
-    counts(metrics, metrics.n_fake, None, "generated samples (metrics.n_fake)")
+    # The extractor auto resolves to, where the data decides it (unlabelled images: at
+    # run time, by the weights at hand): the guards name only the metrics it measures.
+    extractor = (metrics.extractor if metrics.extractor != "auto" else "raw" if points
+                 else "classifier" if cfg.dataset.name in labelled_datasets() else None)
+    measured = [name for name in metrics.names
+                if extractor is None or METRICS[name](metrics).skipped(extractor) is None]
+    counts(metrics, metrics.n_fake, None, "generated samples (metrics.n_fake)", measured)
+
+
+def check_devices(trainer_cfg: DictConfig) -> None:
+    """A GPU asked for on a machine without one: one line naming the CPU settings,
+    not Lightning's "No supported gpu backend found!" traceback."""
+    import torch
+
+    if trainer_cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        cpu = ("trainer=ddp trainer.accelerator=cpu trainer.devices=2 (gloo)"
+               if trainer_cfg.strategy == "ddp" else "trainer=cpu (or trainer=default: auto)")
+        raise UserError(f"trainer.accelerator={trainer_cfg.accelerator} but torch sees no GPU "
+                        f"here (torch.cuda.is_available() is False); on CPUs use {cpu}")
 
 
 def _check_model(cfg: DictConfig) -> None:

@@ -28,18 +28,6 @@ from ganrun.training.signals import StopOnSignals
 log = logging.getLogger("ganrun")
 
 
-def check_devices(trainer_cfg: DictConfig) -> None:
-    """A GPU asked for on a machine without one: one line naming the CPU settings,
-    not Lightning's "No supported gpu backend found!" traceback."""
-    import torch
-
-    if trainer_cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        cpu = ("trainer=ddp trainer.accelerator=cpu trainer.devices=2 (gloo)"
-               if trainer_cfg.strategy == "ddp" else "trainer=cpu (or trainer=default: auto)")
-        raise UserError(f"trainer.accelerator={trainer_cfg.accelerator} but torch sees no GPU "
-                        f"here (torch.cuda.is_available() is False); on CPUs use {cpu}")
-
-
 def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +74,6 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
             # checks the resumed run bit for bit).
             warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
             ckpt_path = checked_ckpt_path(cfg.ckpt_path)
-            check_devices(cfg.trainer)
             module, trainer, datamodule, _ = build(cfg, run_dir, choices, write=primary)
             if ckpt_path:
                 check_fits(ckpt_path, cfg.ckpt_path, module)
