@@ -172,6 +172,20 @@ def test_one_seed_shows_no_spread_and_unknown_rates_show_a_dash(tmp_path):
     assert "| `loss=hinge` | 2 | 0 | 0 | 0 | 22 ± 25 | n.s. (1 seed) | 1000 |" in md
 
 
+def test_seeds_equal_but_for_rounding_show_no_spread(tmp_path):
+    """Two seeds whose values differ in the last bits (stdev 1e-16) show "± 0", not
+    "± 7.1e-16"; a real spread keeps its digits."""
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["loss=bce", "seed=0"], fid=0.5187)
+    make_job(sweep, 1, ["loss=bce", "seed=1"], fid=0.5187 + 1e-16)
+    make_job(sweep, 2, ["loss=hinge", "seed=0"], fid=0.5)
+    make_job(sweep, 3, ["loss=hinge", "seed=1"], fid=0.6)
+    report(sweep, "fid", columns=["fid"])
+    md = (sweep / "report.md").read_text()
+    assert "| 0.5187 ± 0 |" in md and "e-16" not in md
+    assert "| 0.55 ± 0.64 |" in md  # t(0.975, 1) * 0.0707 / sqrt(2)
+
+
 def test_a_sweep_where_no_job_finished_still_lists_every_job_and_why(tmp_path):
     sweep = tmp_path / "sweep"
     make_job(sweep, 0, ["lr=1", "seed=0"], status="diverged")

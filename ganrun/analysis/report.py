@@ -230,7 +230,11 @@ def _cell(value: Spread) -> str:
     if math.isinf(value.mean):
         return "inf" if value.mean > 0 else "-inf"
     mean = _digits(value.mean, 4)
-    return mean if math.isnan(value.ci95) else f"{mean} ± {_digits(value.ci95, 2)}"
+    if math.isnan(value.ci95):
+        return mean
+    if value.ci95 <= 1e-9 * abs(value.mean):  # seeds equal but for rounding: no spread
+        return f"{mean} ± 0"
+    return f"{mean} ± {_digits(value.ci95, 2)}"
 
 
 def _rate(value: float) -> str:

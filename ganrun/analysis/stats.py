@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 
 from scipy import special
 from scipy import stats as scipy_stats
@@ -56,4 +57,6 @@ def welch_p(a: list[float], b: list[float]) -> float:
         raise ValueError("welch_p: each sample needs two values or more")
     if statistics.variance(a) == 0.0 and statistics.variance(b) == 0.0:
         return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
-    return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # seeds equal but for rounding: scipy warns, the
+        warnings.simplefilter("ignore", RuntimeWarning)  # p-value stands (near 0 or 1)
+        return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
