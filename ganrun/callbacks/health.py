@@ -77,7 +77,9 @@ class Probe:
 
     def __init__(self, real: Tensor, labels: Tensor | None, index: Tensor, delta: float,
                  rate: float):
-        self.real, self.labels, self.index = real, labels, index  # labels: the dataset's
+        # labels: D's for the subset when they are fixed (the dataset's); None when a
+        # regularizer supplies them, asked again at each log (they change as it learns)
+        self.real, self.labels, self.index = real, labels, index
         self.threshold, self.rate = 1.0 / (1.0 + delta), rate
         self.scores: Tensor | None = None
         self.outputs: tuple[Tensor, Tensor] | None = None
@@ -95,7 +97,8 @@ class Probe:
         decision = module.loss.decision
         if decision is None:
             decision = 0.5 * (real_out.mean() + fake_out.mean())
-        labels = module.labels_of(self.index, self.labels)
+        labels = (self.labels if module.labeller is None
+                  else module.labels_of(self.index, None))
         with evaluating(module.D) as D:
             subset_out = D(self.real, labels)
         p = real_probability(subset_out, fake_out, module.probability_outputs)
@@ -180,7 +183,8 @@ class HealthMonitor(SideJob):
         n = min(self.subset, len(dataset)) // pl_module.D.pack * pl_module.D.pack
         index = torch.randperm(len(dataset), generator=generator)[:n]
         real = pl_module.as_d_input(dataset.data[index].to(pl_module.device))
-        self.probe = Probe(real, dataset.labels, index, self.delta, self.rate)
+        labels = None if pl_module.labeller else pl_module.labels_of(index, dataset.labels)
+        self.probe = Probe(real, labels, index, self.delta, self.rate)
         names = set(cfg.metrics.names) if self.metrics is not None else set()
         if pl_module.points:
             from ganrun.data import mixture_centres

@@ -45,10 +45,14 @@ class StackedOptimizer:
         self.steps += 1
         scalars = self.scalars(self.steps)
         decays = any(self.hyper.get("weight_decay", ()))
+        shaped: dict[tuple, dict[str, Tensor]] = {}  # one set per parameter rank and type
         for p, state in zip(self.params, self.state, strict=True):
             if p.grad is None:
                 continue
-            s = {k: _per_member(v, p) for k, v in scalars.items()}
+            key = (p.dim(), p.dtype, p.device)
+            if key not in shaped:
+                shaped[key] = {k: _per_member(v, p) for k, v in scalars.items()}
+            s = shaped[key]
             grad = p.grad + s["weight_decay"] * p if decays else p.grad
             self.update(p, grad, state, s)
 
