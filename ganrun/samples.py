@@ -46,7 +46,8 @@ def generate(module, z: Tensor, labels: Tensor | None = None) -> Tensor:
     """Samples of a GANModule's generator (the EMA copy if any) in eval mode (batch
     norm uses its running statistics), in [-1, 1] for images whatever G's output."""
     with evaluating(module.sampler) as G:
-        fake = G(z, labels)
+        # in G's own type (trainer.precision=64-true or bf16-true), given back as floats
+        fake = G(z.to(next(G.parameters()).dtype), labels).float()
     return fake.mul(2.0).sub_(1.0) if module.unit_range else fake
 
 

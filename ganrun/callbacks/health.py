@@ -100,7 +100,7 @@ class Probe:
         labels = (self.labels if module.labeller is None
                   else module.labels_of(self.index, None))
         with evaluating(module.D) as D:
-            subset_out = D(self.real, labels)
+            subset_out = D(self.real.to(real_out.dtype), labels)
         p = real_probability(subset_out, fake_out, module.probability_outputs)
         self.scores = p if self.scores is None else self.scores.lerp_(p, self.rate)
         zero = real_out.new_zeros(())

@@ -10,6 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def member_view(layer: nn.Module, name: str, t: Tensor, k: int) -> Tensor:
+    """Member k's part of `t`, a tensor shaped like the stacked `layer`'s parameter or
+    buffer `name` (the parameter itself, its gradient, an optimizer's state), as a view
+    shaped like the member's own layer's: writing to it writes to the stack."""
+    if isinstance(layer, StackedLinear):
+        return t[k].t() if name == "weight" else t[k, 0]
+    return t[k]
+
+
 def by_member(x: Tensor, members: int) -> Tensor:
     """(M * B, ...) -> (M, B, ...)."""
     return x.reshape(members, x.shape[0] // members, *x.shape[1:])

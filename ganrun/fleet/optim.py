@@ -22,7 +22,12 @@ def _per_member(values: list[float], like: Tensor) -> Tensor:
 
 class StackedOptimizer:
     """The loop every stacked optimizer shares: per parameter, the member scalars of
-    this step (`scalars`) shaped for it, and its state, handed to `update`."""
+    this step (`scalars`) shaped for it, and its state, handed to `update`.
+    TORCH_STATE names each state tensor as torch's optimizer does (a member's
+    checkpoint holds torch's)."""
+
+    TORCH_STATE: dict[str, str] = {}
+    counts_steps = True
 
     def __init__(self, params: list[Tensor], hyper: dict[str, list[float]]):
         self.params = list(params)
@@ -30,7 +35,7 @@ class StackedOptimizer:
         self.state: list[dict] = [{} for _ in self.params]
         self.steps = 0
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             p.grad = None
 
@@ -60,6 +65,8 @@ class StackedOptimizer:
 class StackedAdam(StackedOptimizer):
     """torch.optim.Adam (no amsgrad), member k with lr[k], betas[k], eps[k], weight_decay[k]."""
 
+    TORCH_STATE = {"m": "exp_avg", "v": "exp_avg_sq"}
+
     def __init__(self, params, lr, betas, eps, weight_decay):
         super().__init__(params, {"lr": lr, "beta1": [b[0] for b in betas],
                                   "beta2": [b[1] for b in betas], "eps": eps,
@@ -86,6 +93,8 @@ class StackedRMSprop(StackedOptimizer):
     """torch.optim.RMSprop (not centered), member k with lr, alpha, eps, momentum and
     weight_decay of its own."""
 
+    TORCH_STATE = {"square": "square_avg", "buf": "momentum_buffer"}
+
     def __init__(self, params, lr, alpha, eps, momentum, weight_decay):
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "momentum": momentum,
                                   "weight_decay": weight_decay})
@@ -110,6 +119,9 @@ class StackedRMSprop(StackedOptimizer):
 class StackedSGD(StackedOptimizer):
     """torch.optim.SGD (no dampening), member k with lr, momentum, weight_decay of its
     own; nesterov is structure (one for the fleet)."""
+
+    TORCH_STATE = {"buf": "momentum_buffer"}
+    counts_steps = False  # torch's SGD keeps no step count
 
     def __init__(self, params, lr, momentum, weight_decay, nesterov: bool = False):
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
@@ -148,3 +160,51 @@ def stacked_optimizer(cfgs: list, params: list[Tensor], lrs: list[float]) -> Sta
             raise UserError("optim.nesterov: a fleet's members share it (it is structure)")
         return StackedSGD(params, lrs, [cfg.momentum for cfg in cfgs], wd, nesterov.pop())
     raise UserError(f"optim={name} cannot join a fleet yet: fleets train with adam, rmsprop or sgd")
+
+
+def link_member_optimizer(optimizer: torch.optim.Optimizer, stacked: StackedOptimizer,
+                          k: int, pairs: list) -> None:
+    """Make member k's own torch `optimizer` (over its views of the stack) the face of
+    its part of `stacked`: its state_dict() holds that part in torch's names (a
+    member's checkpoint resumes alone, as a standalone run), and load_state_dict()
+    writes into it (a fleet resumed from its members' checkpoints). `pairs`: (stacked
+    layer, name, stacked parameter, member parameter)."""
+    from ganrun.fleet.layers import member_view
+
+    index = {id(p): i for i, p in enumerate(stacked.params)}
+    links = [(layer, name, index[id(tensor)], own) for layer, name, tensor, own in pairs]
+
+    def kept(key: str) -> bool:  # torch keeps a momentum buffer only with momentum
+        momentum = stacked.hyper.get("momentum")
+        return key != "momentum_buffer" or momentum is None or momentum[k] != 0
+
+    def export(opt) -> None:
+        opt.state.clear()
+        for layer, name, i, own in links:
+            state = stacked.state[i]
+            if not state:
+                continue
+            entry = {torch_key: member_view(layer, name, state[key], k).clone()
+                     for key, torch_key in stacked.TORCH_STATE.items()
+                     if key in state and kept(torch_key)}
+            if stacked.counts_steps:
+                entry["step"] = torch.tensor(float(stacked.steps))
+            opt.state[own] = entry
+
+    def load(opt) -> None:
+        for layer, name, i, own in links:
+            entry = opt.state.get(own)
+            if not entry:
+                continue
+            state, p = stacked.state[i], stacked.params[i]
+            for key, torch_key in stacked.TORCH_STATE.items():
+                if key not in state:
+                    state[key] = torch.zeros_like(p)
+                if torch_key in entry:
+                    member_view(layer, name, state[key], k).copy_(entry[torch_key])
+            if "step" in entry:
+                stacked.steps = int(entry["step"])
+        opt.state.clear()
+
+    optimizer.register_state_dict_pre_hook(export)
+    optimizer.register_load_state_dict_post_hook(load)

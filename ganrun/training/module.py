@@ -134,6 +134,11 @@ class GANModule(pl.LightningModule):
             return self.D(x, labels, with_features=True)
         return torch.func.functional_call(self.D, params, (x, labels), {"with_features": True})
 
+    def run_mean(self, t: Tensor) -> Tensor:
+        """The mean of a per-sample value over the run's samples (a fleet: each
+        member's over its own, ganrun.fleet.module)."""
+        return t.mean()
+
     def _loss_inputs(self, x: Tensor, out: Tensor, feat: Tensor) -> Tensor:
         space = self.loss.space
         return out if space == "outputs" else feat if space == "features" else x.flatten(1)
@@ -179,7 +184,7 @@ class GANModule(pl.LightningModule):
         self.g_steps += 1
         self.images_seen += images.shape[0] * self._world  # by every process
         if not self.trains_d:  # mmd on raw samples: there is no D to report on
-            d_loss = real_score = fake_score = g_loss.new_zeros(())
+            d_loss = real_score = fake_score = torch.zeros_like(g_loss)
             d_penalties = []
         report = self.statistics.report
         report("loss/d", d_loss)
@@ -226,7 +231,8 @@ class GANModule(pl.LightningModule):
         self._update(opt_d, d_loss + sum(penalties) if penalties else d_loss, "D")
         for reg in self._hooks["after_d_step"]:
             reg.after_d_step(self.D)
-        return d_loss, self._score(real_out).mean(), self._score(fake_out).mean(), penalties
+        return (d_loss, self.run_mean(self._score(real_out)), self.run_mean(self._score(fake_out)),
+                penalties)
 
     def _g_step(self, opt_g, real: Tensor, y_real, fake: Tensor, y_fake, z: Tensor):
         real_out = real_feat = params = None

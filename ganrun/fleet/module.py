@@ -1,0 +1,285 @@
+"""FleetModule: GANModule's step for M members at once.
+
+The step is GANModule's own; a fleet changes only what must be per member:
+- G and D are the members' networks stacked (ganrun.fleet.stack), their samples in
+  the batch dimension, member k's at rows k*B..(k+1)*B;
+- every random draw of the step (latents, labels) comes from member k's own stream,
+  a generator that starts where its standalone run's global stream stands when
+  training starts, so member k draws exactly what it would alone;
+- the losses are each member's own, on its own rows (its numbers: lsgan's a, b, c),
+  stacked into (M,): their sum is what is differentiated, so each member's
+  parameters get its own loss's gradient;
+- the optimizers are stacked (ganrun.fleet.optim), each member at the learning rate
+  its own torch optimizer holds now (schedules, roll-backs);
+- the step statistics are (M,) per name (FleetStatistics), read by each member's
+  callbacks as its own (MemberStatistics), and the health probe's evidence is split
+  among the members that armed one.
+
+The members themselves are plain GANModules ("shells", ganrun.fleet.members) whose
+parameters and buffers are views into the stack: what the callbacks read and write
+of a member (samples, metrics, checkpoints) is the live state of that member.
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_lightning.utilities.types import LRSchedulerConfig
+from torch import Tensor, nn
+
+from ganrun.fleet.layers import STACKED, member_view
+from ganrun.fleet.optim import link_member_optimizer, stacked_optimizer
+from ganrun.fleet.stack import stack_models
+from ganrun.samples import sample_latent
+from ganrun.stepstats import StepStatistics
+from ganrun.training.module import GANModule
+
+
+class FleetStatistics(StepStatistics):
+    """Step statistics whose values are (M,): one per member. Members read their
+    column (MemberStatistics); the sums start again at the next step after a read."""
+
+    def __init__(self, members: int):
+        super().__init__()
+        self.members = members
+        self._means: tuple[list[str], Tensor] | None = None
+
+    def end_step(self) -> None:
+        if self._means is not None:  # read after the last step: start the sums again
+            self._sums.clear()
+            self._counts.clear()
+            self.steps, self._means = 0, None
+        super().end_step()
+
+    def member_means(self) -> tuple[list[str], Tensor]:
+        """(names, means since the last read (names, M), on the host): one transfer
+        for all members."""
+        if self._means is None:
+            names, means = self.stacked()
+            self._means = (names, means.float().cpu().reshape(len(names), self.members))
+        return self._means
+
+    def member_finite(self, k: int) -> bool:
+        return all(bool(torch.isfinite(total[:, k]).all()) for total in self._sums.values())
+
+    def clear(self) -> None:
+        super().clear()
+        self._means = None
+
+
+class MemberStatistics(StepStatistics):
+    """Member k's view of the fleet's statistics, with notes of its own (its health
+    probe's values)."""
+
+    def __init__(self, fleet: FleetStatistics, k: int):
+        self.fleet, self.k = fleet, k
+        super().__init__()
+
+    @property
+    def steps(self) -> int:
+        return self.fleet.steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:  # counted by the fleet
+        pass
+
+    def stacked(self) -> tuple[list[str], Tensor]:
+        names, means = self.fleet.member_means()
+        own_names, own = super().stacked()  # the notes
+        column = means[:, self.k]
+        if own_names:
+            return names + own_names, torch.cat([column, own.float().cpu()])
+        return names, column
+
+    def all_finite(self) -> bool:
+        return self.fleet.member_finite(self.k)
+
+
+class MemberLosses:
+    """The members' losses (one kind, each with its own numbers) on their own rows:
+    d_loss and g_loss give (M,)."""
+
+    def __init__(self, losses: list):
+        self.losses = losses
+        first = losses[0]
+        for key in ("name", "space", "uses_targets", "g_uses_real", "decision"):
+            setattr(self, key, getattr(first, key))
+        self.real_target = [loss.real_target for loss in losses]
+        self.fake_target = [loss.fake_target for loss in losses]
+
+    def _rows(self, t, k: int):
+        if t is None or isinstance(t, float | int):
+            return t
+        if isinstance(t, list):
+            return t[k]
+        return t.chunk(len(self.losses))[k]
+
+    def d_loss(self, real_out: Tensor, fake_out: Tensor, real_target=None, fake_target=None):
+        return torch.stack([loss.d_loss(self._rows(real_out, k), self._rows(fake_out, k),
+                                        self._rows(real_target, k), self._rows(fake_target, k))
+                            for k, loss in enumerate(self.losses)])
+
+    def g_loss(self, fake_out: Tensor, real_out: Tensor | None = None):
+        return torch.stack([loss.g_loss(self._rows(fake_out, k), self._rows(real_out, k))
+                            for k, loss in enumerate(self.losses)])
+
+
+def member_grad_norms(net: nn.Module, members: int) -> Tensor:
+    """Each member's gradient norm over all of its parameters in the stacked `net`: (M,)."""
+    squares = [p.grad.reshape(members, -1).pow(2).sum(1) for p in net.parameters()
+               if p.grad is not None]
+    if not squares:
+        return torch.zeros(members)
+    return torch.stack(squares).sum(0).sqrt()
+
+
+class FleetProbe:
+    """The health probe of a fleet's step: records what the step hands a probe for
+    all members, and gives each member that armed its own probe (callbacks.health)
+    its rows and gradient norms."""
+
+    def __init__(self, fleet: FleetModule):
+        self.fleet = fleet
+        self.outputs: tuple[Tensor, Tensor] | None = None
+        self.norms: dict[str, Tensor] = {}
+
+    def record_outputs(self, real_out: Tensor, fake_out: Tensor) -> None:
+        self.outputs = (real_out.detach(), fake_out.detach())
+
+    def record_grads(self, name: str, net: nn.Module) -> None:
+        self.norms[name] = member_grad_norms(net, self.fleet.members)
+
+    def tensors(self, fleet) -> dict[str, Tensor]:
+        m = fleet.members
+        real, fake = (t.chunk(m) for t in self.outputs)
+        for k, shell in enumerate(fleet.shells):
+            probe = shell.probe
+            if probe is None:
+                continue
+            probe.outputs = (real[k], fake[k])
+            probe.norms = {name: norms[k] for name, norms in self.norms.items()}
+            for name, value in probe.tensors(shell).items():
+                shell.statistics.note(name, value)
+        return {}  # noted in each member's own statistics
+
+
+def stacked_pairs(fleet_net: nn.Module, member_net: nn.Module):
+    """(stacked layer, name, stacked tensor, member layer) for every parameter and
+    buffer of the stacked layers of `fleet_net`, with the member's layer of that name."""
+    kinds = tuple(STACKED.values())
+    for path, layer in fleet_net.named_modules():
+        if not isinstance(layer, kinds):
+            continue
+        own = member_net.get_submodule(path)
+        for name, tensor in [*layer.named_parameters(recurse=False),
+                             *layer.named_buffers(recurse=False)]:
+            if tensor is not None:
+                yield layer, name, tensor, own
+
+
+class FleetModule(GANModule):
+    """GANModule's step for the members `shells` (GANModules of one structure), each
+    drawing from its own `streams` generator."""
+
+    def __init__(self, shells: list[GANModule], streams: list[torch.Generator]):
+        first = shells[0]
+        with torch.random.fork_rng(devices=[]):  # the fleet's own networks are replaced
+            super().__init__(first.cfg, first.data_shape,
+                             num_classes=first.num_classes if not first.labeller else 0)
+        self.__dict__["shells"] = list(shells)  # not submodules: their weights are ours
+        self.members = len(shells)
+        self.streams = streams
+        self.G = stack_models([s.G for s in shells])
+        self.D = stack_models([s.D for s in shells])
+        self.loss = MemberLosses([s.loss for s in shells])
+        self.batch_size = first.batch_size * self.members
+        self.statistics = FleetStatistics(self.members)
+        for k, shell in enumerate(shells):
+            shell.statistics = MemberStatistics(self.statistics, k)
+        self.member_optimizers: dict[str, list] = {"G": [], "D": []}
+        self.member_schedulers: list = []
+
+    # --- the members' views ------------------------------------------------------------
+
+    def bind_members(self) -> None:
+        """Point every member's parameters and buffers at its part of the stack (on the
+        device the fleet trains on), so the members are the fleet's live state."""
+        for k, shell in enumerate(self.shells):
+            for fleet_net, own_net in ((self.G, shell.G), (self.D, shell.D)):
+                for layer, name, tensor, own in stacked_pairs(fleet_net, own_net):
+                    view = member_view(layer, name, tensor.data, k)
+                    if isinstance(tensor, nn.Parameter):
+                        setattr(own, name, nn.Parameter(view, requires_grad=False))
+                    else:
+                        setattr(own, name, view)
+            shell._device = self.device
+
+    def configure_optimizers(self):
+        return None  # stacked, made at on_train_start with the members' own
+
+    def on_train_start(self) -> None:
+        for reg in self.regularizers:
+            reg.attach(self)
+        self._direct = True
+
+    def prepare_members(self) -> None:
+        """Once the fleet is on its device (before any member's callback starts
+        training): the members' views, the stacked optimizers, and each member's own
+        torch optimizers and schedules over its views, linked to its part of the
+        stacked ones (its trainer holds them, its checkpoint saves them)."""
+        self.bind_members()
+        self.member_optimizers = {"G": [], "D": []}
+        self.member_schedulers = []
+        cfgs = [s.cfg.optim for s in self.shells]
+        self.optimizers_in_use = [
+            stacked_optimizer(cfgs, list(self.G.parameters()), [c.lr_g for c in cfgs]),
+            stacked_optimizer(cfgs, list(self.D.parameters()), [c.lr_d for c in cfgs])]
+        for k, shell in enumerate(self.shells):
+            made = shell.configure_optimizers()  # the member's own, over its views
+            optimizers, schedulers = made if isinstance(made, tuple) else (made, [])
+            for net, optimizer, stacked in zip("GD", optimizers, self.optimizers_in_use,
+                                               strict=True):
+                self.member_optimizers[net].append(optimizer)
+                link_member_optimizer(optimizer, stacked, k,
+                                      [(layer, name, tensor, getattr(own, name)) for
+                                       layer, name, tensor, own in stacked_pairs(
+                                           getattr(self, net), getattr(shell, net))
+                                       if isinstance(tensor, nn.Parameter)])
+            self.member_schedulers += schedulers
+            shell.trainer.optimizers = optimizers
+            shell.trainer.strategy.lr_scheduler_configs = [
+                LRSchedulerConfig(s) for s in schedulers]
+
+    def lr_schedulers(self):
+        return self.member_schedulers
+
+    # --- the step's per-member parts ----------------------------------------------------
+
+    def sample_latent(self, n: int) -> Tensor:
+        b = n // self.members
+        return torch.cat([sample_latent(b, self.latent_dim, self.latent, generator=g)
+                          for g in self.streams]).to(self.device)
+
+    def sample_labels(self, n: int) -> Tensor | None:
+        if not self.num_classes:
+            return None
+        b = n // self.members
+        return torch.cat([torch.randint(self.num_classes, (b,), generator=g)
+                          for g in self.streams]).to(self.device)
+
+    def run_mean(self, t: Tensor) -> Tensor:
+        return t.reshape(self.members, -1).mean(1)
+
+    def _update(self, optimizer, loss: Tensor, net: str) -> None:
+        optimizer.hyper["lr"] = [o.param_groups[0]["lr"] for o in self.member_optimizers[net]]
+        super()._update(optimizer, loss.sum(), net)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        armed = any(shell.probe is not None for shell in self.shells)
+        self.probe = FleetProbe(self) if armed else None
+        self.checkpoint_asked = any(shell.checkpoint_asked for shell in self.shells)
+        super().training_step(batch, batch_idx)
+        images_seen = self.images_seen // self.members
+        for shell in self.shells:
+            shell.g_steps, shell.images_seen = self.g_steps, images_seen
+            shell.trained_step, shell.finished = self.trained_step, self.finished
+            shell.stopping, shell.checkpoint_now = self.stopping, self.checkpoint_now

@@ -1,0 +1,152 @@
+"""run_fleet(cfgs, run_dirs): train the jobs `cfgs` (one structure, ganrun.fleet.plan)
+together in this process, each writing its own run directory as its standalone run
+would; return each member's metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from ganrun.config.schema import validate
+from ganrun.errors import UserError
+from ganrun.fleet.members import Member, MemberCallbacks, build_member
+from ganrun.fleet.plan import refusal, structure_of
+from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
+
+log = logging.getLogger("ganrun")
+
+
+def check_fleet(cfgs: list[DictConfig]) -> None:
+    """One structure, every component one a fleet can stack: else one line naming why."""
+    for cfg in cfgs:
+        why = refusal(cfg)
+        if why is not None:
+            raise UserError(f"{why} cannot join a fleet yet")
+    if len({structure_of(cfg) for cfg in cfgs}) > 1:
+        raise UserError("a fleet's members differ in structure (model, data, budget, components); "
+                        "only seeds and numbers (learning rates, betas, loss values) may differ")
+
+
+class FleetBatches:
+    """Each member's own batches (its InMemoryBatches: its seed's order), as one batch:
+    for each of the step's D steps, the members' rows one block after another."""
+
+    def __init__(self, loaders: list, n_critic: int):
+        self.loaders, self.n_critic = loaders, n_critic
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders)
+
+    def _merge(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        n = self.n_critic
+        blocks = [p.reshape(n, p.shape[0] // n, *p.shape[1:]) for p in parts]
+        return torch.stack(blocks, 1).reshape(-1, *parts[0].shape[1:])
+
+    def __iter__(self):
+        for batches in zip(*self.loaders):
+            if isinstance(batches[0], tuple | list):
+                yield tuple(self._merge(list(column)) for column in zip(*batches))
+            else:
+                yield self._merge(list(batches))
+
+
+def _fleet_data(members: list[Member]):
+    import pytorch_lightning as pl
+
+    class FleetData(pl.LightningDataModule):
+        def train_dataloader(self):
+            return FleetBatches([m.datamodule.train_dataloader() for m in members],
+                                members[0].cfg.optim.n_critic)
+
+    return FleetData()
+
+
+def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
+              choices: list[dict] | None = None) -> list[dict[str, Any]]:
+    """Train the members `cfgs` together; member k writes `run_dirs[k]`."""
+    import pytorch_lightning as pl
+
+    from ganrun.fleet.module import FleetModule
+    from ganrun.training.hparams import choices_of
+    from ganrun.training.run import _outcomes, _precision
+    from ganrun.training.signals import StopOnSignals
+
+    cfgs = [validate(cfg) for cfg in cfgs]
+    check_fleet(cfgs)
+    run_dirs = [Path(d) for d in run_dirs]
+    names = [d.name for d in run_dirs]
+    started = time.perf_counter()
+    members: list[Member] = []
+    stop = StopOnSignals()
+    fleet = None
+    with stop, warnings.catch_warnings():
+        _quiet()
+        for k, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+            chosen = choices_of(cfg, choices[k] if choices else None)
+            result = {"status": "running", "reason": None, "g_steps": 0, "images_seen": 0,
+                      "choices": chosen, "seed": cfg.seed, "pid": os.getpid(),
+                      "host": socket.gethostname(),
+                      "fleet": {"size": len(cfgs), "member": k, "members": names}}
+            member = build_member(cfg, run_dir, chosen)
+            member.result = result
+            write_json(run_dir / METRICS_FILE, result)
+            members.append(member)
+        fleet = FleetModule([m.shell for m in members], [m.stream for m in members])
+        stop.attach(fleet)
+        first = cfgs[0]
+        trainer = pl.Trainer(
+            accelerator=first.trainer.accelerator, devices=1, precision=_precision(first.trainer),
+            deterministic=first.trainer.deterministic, max_epochs=-1, max_steps=-1,
+            logger=False, callbacks=[MemberCallbacks(fleet, members), stop],
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, default_root_dir=str(run_dirs[0].parent))
+        try:
+            if stop.name is None:
+                trainer.fit(fleet, datamodule=_fleet_data(members))
+        except SystemExit:  # Lightning's own answer to SIGTERM, after ours has saved
+            if stop.name is None:
+                raise
+        finally:
+            wall = time.perf_counter() - started
+            for member in members:
+                _finish(member, fleet, stop, wall, _outcomes)
+    return [m.result for m in members]
+
+
+def _finish(member: Member, fleet, stop, wall: float, outcomes) -> None:
+    result, shell = member.result, member.shell
+    if member.active:
+        if shell.finished:
+            result.update(status="finished")
+        elif stop.name is not None:
+            saved = member.run_dir / "checkpoints" / CHECKPOINT_FILE
+            where = f"; checkpoint {saved}" if saved.is_file() else ""
+            result.update(status="interrupted",
+                          reason=f"{stop.name} at generator step {shell.g_steps}{where}")
+        else:
+            result.update(status="failed", reason=result.get("reason") or "the fleet stopped")
+    result.update(g_steps=shell.g_steps, images_seen=shell.images_seen,
+                  **outcomes(member.trainer, shell))
+    result["wall_seconds"] = round(wall, 3)
+    result["images_per_second"] = round(result["images_seen"] / max(wall, 1e-9), 1)
+    if member.trainer.logger is not None:
+        member.trainer.logger.finalize(result["status"])
+    write_json(member.run_dir / METRICS_FILE, result)
+
+
+def _quiet() -> None:
+    # The fleet's optimizers are its own (stacked); the members' are made at fit start.
+    warnings.filterwarnings("ignore", ".*configure_optimizers.*returned.*None.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
