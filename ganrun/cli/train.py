@@ -149,12 +149,30 @@ def _fail(error: UserError, multirun: bool) -> None:
     return None
 
 
+def _find_plugins() -> None:
+    """Hydra looks for launchers by walking the hydra_plugins namespace's folders; an
+    editable install of ganrun maps hydra_plugins.ganrun_fleet (hydra/launcher=fleet)
+    through an import hook that such a walk does not see, so its folder is added."""
+    import importlib.util
+
+    import hydra_plugins
+
+    spec = importlib.util.find_spec("hydra_plugins.ganrun_fleet")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    folder = os.path.dirname(list(spec.submodule_search_locations)[0])
+    if folder not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(folder)
+
+
 def main() -> None:
     """`ganrun`: Hydra's command line, with every mistake in it said in one line.
 
     Hydra is asked to raise (HYDRA_FULL_ERROR) so that its composition errors come
     here and are explained; a user who set HYDRA_FULL_ERROR=1 gets tracebacks."""
     from hydra.errors import HydraException
+
+    _find_plugins()
 
     from ganrun.cli.messages import (
         check_launcher,

@@ -115,6 +115,12 @@ class SampleConfig:
 
 
 @dataclass
+class FleetConfig:
+    size: int = at_least(1)
+    devices: int = at_least(1)
+
+
+@dataclass
 class RootConfig:
     seed: int = between(0, SEED_LIMIT - 1)
     ckpt_path: str | None = MISSING
@@ -127,6 +133,7 @@ class RootConfig:
     callbacks: Any = None  # Hydra _target_ specs, checked when they are made (ganrun.callbacks)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
 
 def groups() -> dict[str, dict[str, type]]:

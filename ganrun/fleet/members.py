@@ -58,11 +58,10 @@ def _compact(module, state_dict: dict, prefix: str, local_metadata) -> None:
 
 def attach(trainer: pl.Trainer, module, datamodule) -> None:
     """The member's trainer as its callbacks see it in a fitted run: holding its module
-    and data. Lightning has no public setter for a trainer's datamodule (one private
-    name, checked by tests/test_lightning_api.py)."""
+    and data (what Lightning's fit sets, through public attributes)."""
     module.trainer = trainer
     trainer.strategy.connect(module)
-    trainer._data_connector._datamodule = datamodule
+    trainer.datamodule = datamodule
     datamodule.trainer = trainer
     module.register_state_dict_post_hook(_compact)
 
@@ -71,10 +70,13 @@ def build_member(cfg, run_dir: Path, choices: dict | None) -> Member:
     """Member `cfg` built exactly as its standalone run builds itself (seeded, its
     callbacks, data and networks, in that order); its random stream then starts where
     the standalone run's global one stands when training starts."""
+    from ganrun.training.resume import check_fits, checked_ckpt_path
     from ganrun.training.run import build, check_writable
 
     check_writable(run_dir)
     module, trainer, datamodule, _ = build(cfg, run_dir, choices, write=True)
+    if cfg.ckpt_path:
+        check_fits(checked_ckpt_path(cfg.ckpt_path), cfg.ckpt_path, module)
     stream = torch.Generator()
     stream.set_state(torch.get_rng_state())
     attach(trainer, module, datamodule)
@@ -103,7 +105,7 @@ class MemberCallbacks(Callback):
         self.fleet, self.members = fleet, members
 
     def _each(self, hook: str, *args) -> None:
-        for member in self.members:
+        for k, member in enumerate(self.members):
             if not member.active:
                 continue
             with member_stream(member):
@@ -112,12 +114,19 @@ class MemberCallbacks(Callback):
                         getattr(callback, hook)(member.trainer, member.shell, *args)
                 except Exception as e:  # noqa: BLE001  this member's failure, not the fleet's
                     leave(member, e)
+            if member.shell.finished:  # its last callbacks have run
+                member.active = False
+            self.fleet.active[k] = member.active
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._each("setup", stage)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.fleet.prepare_members()
+        for member in self.members:
+            if member.cfg.ckpt_path:
+                with member_stream(member):
+                    restore(member)
         self._each("on_fit_start")
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -136,6 +145,31 @@ class MemberCallbacks(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._each("on_exception", exception)
+
+
+def restore(member: Member) -> None:
+    """What Lightning's fit restores of a standalone run from its `ckpt_path`, into the
+    member (its views of the stack, its optimizers linked to the stacked ones, its
+    callbacks, its random stream): a member resumes from its own checkpoint, or from
+    one its standalone run wrote."""
+    from ganrun.training.resume import checked_ckpt_path
+
+    shell, trainer = member.shell, member.trainer
+    path = checked_ckpt_path(member.cfg.ckpt_path)
+    checkpoint = torch.load(path, map_location=shell.device, weights_only=False)
+    shell.on_load_checkpoint(checkpoint)
+    shell.load_state_dict(checkpoint["state_dict"])
+    for optimizer, state in zip(trainer.optimizers, checkpoint["optimizer_states"], strict=True):
+        optimizer.load_state_dict(state)
+    for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", []),
+                             strict=False):
+        config.scheduler.load_state_dict(state)
+    saved = checkpoint.get("callbacks", {})
+    for callback in trainer.callbacks:
+        if callback.state_key in saved:
+            callback.load_state_dict(saved[callback.state_key])
+        callback.on_load_checkpoint(trainer, shell, checkpoint)
+    log.info("%s: restored generator step %d from %s", member.name, shell.g_steps, path)
 
 
 def leave(member: Member, error: Exception) -> None:

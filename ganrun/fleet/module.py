@@ -26,6 +26,7 @@ import torch
 from pytorch_lightning.utilities.types import LRSchedulerConfig
 from torch import Tensor, nn
 
+from ganrun.batch import members
 from ganrun.fleet.layers import STACKED, member_view
 from ganrun.fleet.optim import link_member_optimizer, stacked_optimizer
 from ganrun.fleet.stack import stack_models
@@ -191,12 +192,26 @@ class FleetModule(GANModule):
         self.G = stack_models([s.G for s in shells])
         self.D = stack_models([s.D for s in shells])
         self.loss = MemberLosses([s.loss for s in shells])
+        for reg in self.regularizers:  # on the stacked networks (fleet-capable ones only
+            reg.wrap(self.G, self.D)   # look at them: their structure is the members')
         self.batch_size = first.batch_size * self.members
         self.statistics = FleetStatistics(self.members)
         for k, shell in enumerate(shells):
             shell.statistics = MemberStatistics(self.statistics, k)
         self.member_optimizers: dict[str, list] = {"G": [], "D": []}
         self.member_schedulers: list = []
+        self._member_numbers(shells)
+        self.active = [True] * self.members  # members still training (ganrun.fleet.members)
+        self.max_steps = 2 ** 62  # the members' budgets end the fleet, not its own count
+
+    def _member_numbers(self, shells: list[GANModule]) -> None:
+        """A regularizer's number that members set to values of their own (its
+        `member_numbers`) becomes a tensor (M,), applied member by member."""
+        for i, reg in enumerate(self.regularizers):
+            for key in type(reg).member_numbers:
+                values = [float(getattr(s.regularizers[i], key)) for s in shells]
+                if len(set(values)) > 1:
+                    setattr(reg, key, torch.tensor(values))
 
     # --- the members' views ------------------------------------------------------------
 
@@ -227,6 +242,12 @@ class FleetModule(GANModule):
         torch optimizers and schedules over its views, linked to its part of the
         stacked ones (its trainer holds them, its checkpoint saves them)."""
         self.bind_members()
+        dtype = next(self.G.parameters()).dtype
+        for reg in self.regularizers:  # the members' own numbers on the fleet's device
+            for key in type(reg).member_numbers:
+                value = getattr(reg, key)
+                if isinstance(value, Tensor):
+                    setattr(reg, key, value.to(self.device, dtype))
         self.member_optimizers = {"G": [], "D": []}
         self.member_schedulers = []
         cfgs = [s.cfg.optim for s in self.shells]
@@ -245,6 +266,7 @@ class FleetModule(GANModule):
                                            getattr(self, net), getattr(shell, net))
                                        if isinstance(tensor, nn.Parameter)])
             self.member_schedulers += schedulers
+            shell.optimizers_in_use = optimizers
             shell.trainer.optimizers = optimizers
             shell.trainer.strategy.lr_scheduler_configs = [
                 LRSchedulerConfig(s) for s in schedulers]
@@ -266,9 +288,6 @@ class FleetModule(GANModule):
         return torch.cat([torch.randint(self.num_classes, (b,), generator=g)
                           for g in self.streams]).to(self.device)
 
-    def run_mean(self, t: Tensor) -> Tensor:
-        return t.reshape(self.members, -1).mean(1)
-
     def _update(self, optimizer, loss: Tensor, net: str) -> None:
         optimizer.hyper["lr"] = [o.param_groups[0]["lr"] for o in self.member_optimizers[net]]
         super()._update(optimizer, loss.sum(), net)
@@ -277,9 +296,17 @@ class FleetModule(GANModule):
         armed = any(shell.probe is not None for shell in self.shells)
         self.probe = FleetProbe(self) if armed else None
         self.checkpoint_asked = any(shell.checkpoint_asked for shell in self.shells)
-        super().training_step(batch, batch_idx)
-        images_seen = self.images_seen // self.members
-        for shell in self.shells:
-            shell.g_steps, shell.images_seen = self.g_steps, images_seen
-            shell.trained_step, shell.finished = self.trained_step, self.finished
-            shell.stopping, shell.checkpoint_now = self.stopping, self.checkpoint_now
+        with members(self.streams):  # draws and means per member (ganrun.batch)
+            super().training_step(batch, batch_idx)
+        # Each member counts its own steps: one rolled back (train.on_diverge=restore)
+        # stands behind the others and trains on after they finish.
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        for shell, active in zip(self.shells, self.active, strict=True):
+            if not active:
+                continue
+            shell.g_steps += 1
+            shell.images_seen += images.shape[0] // self.members
+            shell.trained_step = shell.g_steps
+            shell.finished = shell.g_steps >= shell.max_steps
+            shell.stopping = shell.finished or self.stopping
+            shell.checkpoint_now = self.checkpoint_now

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 MEMBER_VALUES = ("seed", "ckpt_path", "optim.lr_g", "optim.lr_d", "optim.betas", "optim.eps",
                  "optim.weight_decay", "optim.momentum", "optim.alpha", "loss.a", "loss.b",
-                 "loss.c")
+                 "loss.c", "fleet.size", "fleet.devices")
 MODELS = ("mlp", "dcgan")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 CALLBACKS = ("ganrun.callbacks.divergence.DivergenceGuard", "ganrun.callbacks.stats.StepStats",
@@ -26,8 +26,12 @@ CALLBACKS = ("ganrun.callbacks.divergence.DivergenceGuard", "ganrun.callbacks.st
 
 def structure_of(cfg: DictConfig) -> str:
     """The job's structure: its composed config without the members' own values."""
+    from ganrun.regularizers import REGULARIZERS
+
     tree = OmegaConf.to_container(cfg, resolve=True)
-    for key in MEMBER_VALUES:
+    own = [f"regularizer.{name}.{key}" for name in cfg.regularizer
+           for key in REGULARIZERS[name].member_numbers]
+    for key in (*MEMBER_VALUES, *own):
         *parents, leaf = key.split(".")
         node = tree
         for parent in parents:
@@ -45,8 +49,11 @@ def refusal(cfg: DictConfig) -> str | None:
         return f"optim={cfg.optim.name} (fleets train with {', '.join(OPTIMIZERS)})"
     if cfg.optim.get("amsgrad"):
         return "optim.amsgrad=true"
+    from ganrun.regularizers import REGULARIZERS
+
     for name in cfg.regularizer:
-        return f"regularizer={name}"
+        if not REGULARIZERS[name].joins_fleets:
+            return f"regularizer={name}"
     for name, callback in cfg.callbacks.items():
         if callback is not None and callback.get("_target_") not in CALLBACKS:
             return f"callbacks.{name} ({callback.get('_target_')})"
@@ -57,14 +64,14 @@ def refusal(cfg: DictConfig) -> str | None:
     return None
 
 
-def plan(cfgs: list[DictConfig], size: int) -> list[list[int]]:
+def plan(cfgs: list[DictConfig | None], size: int) -> list[list[int]]:
     """The jobs (their indices) grouped into fleets of at most `size` members sharing
-    structure, in the order of their first jobs; a job that cannot join a fleet is a
-    group of one."""
+    structure, in the order of their first jobs; a job that cannot join a fleet (or is
+    None: it cannot be composed) is a group of one."""
     groups: dict[str, list[list[int]]] = {}
     order: list[list[int]] = []
     for i, cfg in enumerate(cfgs):
-        if refusal(cfg) is not None:
+        if cfg is None or refusal(cfg) is not None:
             order.append([i])
             continue
         fleets = groups.setdefault(structure_of(cfg), [])

@@ -16,8 +16,8 @@ import torch
 from omegaconf import DictConfig
 
 from ganrun.config.schema import validate
-from ganrun.errors import UserError
-from ganrun.fleet.members import Member, MemberCallbacks, build_member
+from ganrun.errors import Interrupted, UserError
+from ganrun.fleet.members import CURRENT, Member, MemberCallbacks, build_member
 from ganrun.fleet.plan import refusal, structure_of
 from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
 
@@ -70,8 +70,10 @@ def _fleet_data(members: list[Member]):
 
 
 def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
-              choices: list[dict] | None = None) -> list[dict[str, Any]]:
-    """Train the members `cfgs` together; member k writes `run_dirs[k]`."""
+              choices: list[dict] | None = None,
+              hydra_cfgs: list[DictConfig] | None = None) -> list[dict[str, Any]]:
+    """Train the members `cfgs` together; member k writes `run_dirs[k]`. Under Hydra's
+    launcher, `hydra_cfgs[k]` is member k's Hydra config (its overrides, choices)."""
     import pytorch_lightning as pl
 
     from ganrun.fleet.module import FleetModule
@@ -90,7 +92,13 @@ def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
     with stop, warnings.catch_warnings():
         _quiet()
         for k, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
-            chosen = choices_of(cfg, choices[k] if choices else None)
+            if hydra_cfgs:  # what this member's HParams and choices read
+                from hydra.core.hydra_config import HydraConfig
+
+                HydraConfig.instance().set_config(hydra_cfgs[k])
+            given = (choices[k] if choices else
+                     dict(hydra_cfgs[k].hydra.runtime.choices) if hydra_cfgs else None)
+            chosen = choices_of(cfg, given)
             result = {"status": "running", "reason": None, "g_steps": 0, "images_seen": 0,
                       "choices": chosen, "seed": cfg.seed, "pid": os.getpid(),
                       "host": socket.gethostname(),
@@ -114,16 +122,25 @@ def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
         except SystemExit:  # Lightning's own answer to SIGTERM, after ours has saved
             if stop.name is None:
                 raise
+        except Exception as e:  # the fleet's step failed: every member says why
+            for member in members:
+                if member.result["status"] == "running":
+                    member.result["reason"] = f"{e.__class__.__name__}: {e}"
+            raise
         finally:
             wall = time.perf_counter() - started
             for member in members:
                 _finish(member, fleet, stop, wall, _outcomes)
+    interrupted = [m for m in members if m.result["status"] == "interrupted"]
+    if interrupted:  # every member's metrics.json says so; the caller says how to resume
+        raise Interrupted(stop.name, stop.number, max(m.shell.g_steps for m in interrupted),
+                          None)
     return [m.result for m in members]
 
 
 def _finish(member: Member, fleet, stop, wall: float, outcomes) -> None:
     result, shell = member.result, member.shell
-    if member.active:
+    if result["status"] == "running":  # else it left the fleet, saying why (members.leave)
         if shell.finished:
             result.update(status="finished")
         elif stop.name is not None:
@@ -140,6 +157,11 @@ def _finish(member: Member, fleet, stop, wall: float, outcomes) -> None:
     if member.trainer.logger is not None:
         member.trainer.logger.finalize(result["status"])
     write_json(member.run_dir / METRICS_FILE, result)
+    token = CURRENT.set(member.name)  # the member's line, in its own log
+    log.info("%s: %d generator steps, %d images in %.1f s (a fleet of %d); outputs in %s",
+             result["status"], result["g_steps"], result["images_seen"], wall,
+             result["fleet"]["size"], member.run_dir)
+    CURRENT.reset(token)
 
 
 def _quiet() -> None:

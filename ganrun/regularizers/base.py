@@ -75,6 +75,10 @@ class Regularizer:
     label_kind = "labels"  # what its labels are, in messages ("partitions")
     answers: tuple[str, ...] = ()  # failures it is a remedy for: "mode_collapse", ...
     trait_keys: dict[str, str] = {}  # a trait whose value a config key sets: {trait: key}
+    # Fleets (ganrun.fleet): whether it acts on a fleet's step member by member (its draws
+    # and means through ganrun.batch), and the keys each member may set to its own value.
+    joins_fleets = False
+    member_numbers: tuple[str, ...] = ()
 
     @dataclass
     class Config:

@@ -8,6 +8,7 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
 
+from ganrun import batch
 from ganrun.errors import UserError
 from ganrun.models.layers import Maxout
 from ganrun.ranges import above, at_least, between
@@ -22,6 +23,7 @@ class WeightClip(Regularizer):
 
     name = "weight_clip"
     acts_on_d = True
+    joins_fleets, member_numbers = True, ("clip",)
     excludes = ("spectral_norm",)
     excludes_why = "both constrain D's Lipschitz constant"
 
@@ -38,6 +40,11 @@ class WeightClip(Regularizer):
 
     @torch.no_grad()
     def after_d_step(self, D: nn.Module) -> None:
+        if isinstance(self.clip, Tensor):  # a fleet's members' own: D's stacked weights
+            for p in self._params:
+                clip = batch.per_member(self.clip, p)
+                p.clamp_(-clip, clip)
+            return
         torch._foreach_clamp_min_(self._params, -self.clip)
         torch._foreach_clamp_max_(self._params, self.clip)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ganrun import batch
 from ganrun.errors import UserError
 from ganrun.ranges import at_least, between
 from ganrun.regularizers.base import REGULARIZERS, Regularizer
@@ -19,6 +20,7 @@ class LabelSmoothing(Regularizer):
 
     name = "label_smoothing"
     acts_on_d = True
+    joins_fleets, member_numbers = True, ("alpha",)
 
     @dataclass
     class Config:
@@ -61,6 +63,7 @@ class InstanceNoise(Regularizer):
 
     name = "instance_noise"
     acts_on_d = True
+    joins_fleets, member_numbers = True, ("std",)
 
     @dataclass
     class Config:
@@ -71,12 +74,14 @@ class InstanceNoise(Regularizer):
         self.std = std
         self.anneal_steps = anneal_steps or total_steps
 
-    def current_std(self, step: int) -> float:
+    def current_std(self, step: int) -> float | Tensor:
         return self.std * max(0.0, 1.0 - step / self.anneal_steps)
 
     def d_inputs(self, x: Tensor, step: int) -> Tensor:
         std = self.current_std(step)
-        return x + std * torch.randn_like(x) if std > 0 else x
+        if isinstance(std, Tensor):  # a fleet's members' own
+            return x + batch.rows(std, x) * batch.randn_like(x) if bool((std > 0).any()) else x
+        return x + std * batch.randn_like(x) if std > 0 else x
 
 
 @REGULARIZERS.register

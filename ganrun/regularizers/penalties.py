@@ -9,6 +9,7 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
 
+from ganrun import batch
 from ganrun.ranges import at_least
 from ganrun.regularizers.base import REGULARIZERS, Regularizer, StepContext
 
@@ -31,6 +32,7 @@ class GradientPenalty(Regularizer):
 
     name = "gradient_penalty"
     acts_on_d = True
+    joins_fleets, member_numbers = True, ("weight",)
 
     @dataclass
     class Config:
@@ -43,12 +45,12 @@ class GradientPenalty(Regularizer):
 
     def d_penalty(self, ctx: StepContext) -> Tensor:
         real, fake = ctx.real, ctx.fake.detach()
-        eps = _per_sample(real, torch.rand(real.shape[0], device=real.device, dtype=real.dtype))
+        eps = _per_sample(real, batch.rand(real.shape[0], real))
         x_hat = eps * real + (1.0 - eps) * fake
         gap = input_gradient_norm(ctx.D, x_hat, ctx.real_labels) - 1.0
         if self.one_sided:
             gap = torch.relu(gap)
-        return self.weight * gap.pow(2).mean()
+        return self.weight * batch.mean(gap.pow(2))
 
 
 @REGULARIZERS.register
@@ -58,6 +60,7 @@ class R1Penalty(Regularizer):
 
     name = "r1"
     acts_on_d = True
+    joins_fleets, member_numbers = True, ("gamma",)
 
     @dataclass
     class Config:
@@ -72,9 +75,9 @@ class R1Penalty(Regularizer):
     def d_penalty(self, ctx: StepContext) -> Tensor:
         self.calls += 1
         if (self.calls - 1) % self.every:
-            return ctx.real_out.new_zeros(())
+            return batch.mean(ctx.real_out.new_zeros(ctx.real_out.shape))
         norm = input_gradient_norm(ctx.D, ctx.real, ctx.real_labels)
-        return 0.5 * self.gamma * self.every * norm.pow(2).mean()
+        return 0.5 * self.gamma * self.every * batch.mean(norm.pow(2))
 
     def state_dict(self) -> dict:
         return {"calls": self.calls}
@@ -90,6 +93,7 @@ class DRAGANPenalty(Regularizer):
 
     name = "dragan"
     acts_on_d = True
+    joins_fleets, member_numbers = True, ("weight", "c")
 
     @dataclass
     class Config:
@@ -102,11 +106,11 @@ class DRAGANPenalty(Regularizer):
 
     def d_penalty(self, ctx: StepContext) -> Tensor:
         real = ctx.real.detach()
-        perturbed = real + self.c * real.std() * torch.rand_like(real)
-        alpha = _per_sample(real, torch.rand(real.shape[0], device=real.device, dtype=real.dtype))
+        perturbed = real + batch.rows(self.c, real) * batch.std(real) * batch.rand_like(real)
+        alpha = _per_sample(real, batch.rand(real.shape[0], real))
         x_hat = real + alpha * (perturbed - real)
         gap = input_gradient_norm(ctx.D, x_hat, ctx.real_labels) - 1.0
-        return self.weight * gap.pow(2).mean()
+        return self.weight * batch.mean(gap.pow(2))
 
 
 

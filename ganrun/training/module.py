@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from ganrun.batch import mean as mean_per_run
 from ganrun.losses import MinimaxLoss, RelativisticAverageLoss, build_loss
 from ganrun.models import build_models
 from ganrun.optim import OPTIMIZERS, build_optimizer, lr_factor
@@ -134,11 +135,6 @@ class GANModule(pl.LightningModule):
             return self.D(x, labels, with_features=True)
         return torch.func.functional_call(self.D, params, (x, labels), {"with_features": True})
 
-    def run_mean(self, t: Tensor) -> Tensor:
-        """The mean of a per-sample value over the run's samples (a fleet: each
-        member's over its own, ganrun.fleet.module)."""
-        return t.mean()
-
     def _loss_inputs(self, x: Tensor, out: Tensor, feat: Tensor) -> Tensor:
         space = self.loss.space
         return out if space == "outputs" else feat if space == "features" else x.flatten(1)
@@ -231,7 +227,7 @@ class GANModule(pl.LightningModule):
         self._update(opt_d, d_loss + sum(penalties) if penalties else d_loss, "D")
         for reg in self._hooks["after_d_step"]:
             reg.after_d_step(self.D)
-        return (d_loss, self.run_mean(self._score(real_out)), self.run_mean(self._score(fake_out)),
+        return (d_loss, mean_per_run(self._score(real_out)), mean_per_run(self._score(fake_out)),
                 penalties)
 
     def _g_step(self, opt_g, real: Tensor, y_real, fake: Tensor, y_fake, z: Tensor):

