@@ -135,3 +135,99 @@ def test_a_member_learning_rate_moves_no_other_member(tmp_path):
     second = torch.load(tmp_path / "b0/checkpoints/last.ckpt", weights_only=False)
     for key, value in first["state_dict"].items():
         assert torch.equal(value, second["state_dict"][key]), key
+
+
+# --- checkpoints, signals, divergence ---------------------------------------------------
+
+def _stacked_states(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def test_sigterm_saves_every_member_and_the_resumed_fleet_matches_an_uninterrupted_one(
+        tmp_path, monkeypatch):
+    """Float32, bit for bit: a fleet stopped by SIGTERM at step 7 and resumed from its
+    members' checkpoints ends where the uninterrupted fleet does; member 1's checkpoint
+    resumed alone (float64) ends where its standalone run does."""
+    import os
+    import signal
+
+    from ganrun.errors import Interrupted
+    from ganrun.fleet.module import FleetModule
+
+    common = ("trainer.accelerator=cpu", "dataset=ring8", "model.hidden_dims=[32,32]",
+              "train.steps=12", "train.ckpt_every=5", "log.every=1", "log.sample_every=12",
+              "metrics=none")
+    whole = run_fleet(_cfgs(common, MEMBERS), [tmp_path / "whole0", tmp_path / "whole1"])
+
+    original = FleetModule._g_step
+
+    def sigterm_during_step_7(self, *args):
+        if self.shells[0].g_steps == 6 and self.stop_signal is None:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args)
+
+    monkeypatch.setattr(FleetModule, "_g_step", sigterm_during_step_7)
+    with pytest.raises(Interrupted, match="SIGTERM at generator step 7"):
+        run_fleet(_cfgs(common, MEMBERS), [tmp_path / "cut0", tmp_path / "cut1"])
+    monkeypatch.undo()
+    for k in (0, 1):
+        cut = json.loads((tmp_path / f"cut{k}" / "metrics.json").read_text())
+        assert cut["status"] == "interrupted" and cut["g_steps"] == 7, cut
+        assert _stacked_states(tmp_path / f"cut{k}")["ganrun"]["g_steps"] == 7
+
+    resumed = run_fleet(
+        _cfgs(common, [(*own, f"ckpt_path={tmp_path / f'cut{k}'}") for k, own in enumerate(MEMBERS)]),
+        [tmp_path / "resumed0", tmp_path / "resumed1"])
+    for k in (0, 1):
+        assert resumed[k]["status"] == "finished" and resumed[k]["g_steps"] == 12
+        assert resumed[k]["images_seen"] == whole[k]["images_seen"]
+        assert resumed[k]["losses"] == whole[k]["losses"]
+        a = _stacked_states(tmp_path / f"whole{k}")
+        b = _stacked_states(tmp_path / f"resumed{k}")
+        assert all(torch.equal(a["state_dict"][key], b["state_dict"][key]) for key in a["state_dict"])
+        # each member's checkpoint holds its own optimizer state, in torch's names
+        for saved, again in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+            for i, state in saved["state"].items():
+                assert sorted(state) == ["exp_avg", "exp_avg_sq", "step"]
+                assert all(torch.equal(state[n], again["state"][i][n]) for n in state)
+
+
+def test_a_member_checkpoint_resumes_alone_as_its_standalone_run(tmp_path):
+    half = tuple(o for o in EXACT if not o.startswith("train.steps")) + ("train.steps=100",)
+    run_fleet(_cfgs(half, MEMBERS), [tmp_path / "fleet0", tmp_path / "fleet1"])
+    ckpt = _stacked_states(tmp_path / "fleet1")
+    # a checkpoint of its own: member 1's weights only, and every Adam state stepped 100 times
+    alone_half = torch.load(tmp_path / "fleet1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["ganrun"]["g_steps"] == 100
+    assert all(float(s["step"]) == 100 for opt in alone_half["optimizer_states"]
+               for s in opt["state"].values())
+    member1 = MEMBERS[1]
+    run(_cfgs(EXACT, [(*member1, f"ckpt_path={tmp_path / 'fleet1'}")])[0], tmp_path / "resumed")
+    run(_cfgs(EXACT, [member1])[0], tmp_path / "whole")
+    # its own size: the stack's other members are not in it
+    size = (tmp_path / "fleet1/checkpoints/last.ckpt").stat().st_size
+    assert size < 1.1 * (tmp_path / "whole/checkpoints/last.ckpt").stat().st_size
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    _close(resumed["losses"], whole["losses"], 1e-9, ("losses",))
+    _close(resumed["metrics"], whole["metrics"], 1e-9, ("metrics",))
+
+
+@pytest.mark.parametrize("on_diverge", ["stop", "restore"])
+def test_a_diverging_member_stops_or_rolls_back_alone(tmp_path, on_diverge):
+    common = ("trainer.precision=64-true", "trainer.accelerator=cpu", "dataset=ring8",
+              "model.hidden_dims=[32,32]", "optim=sgd", "train.steps=30", "train.ckpt_every=5",
+              "log.every=5", "log.sample_every=30", "metrics=none",
+              f"train.on_diverge={on_diverge}", "train.max_restores=2")
+    sane = ("seed=1", "optim.lr_d=0.01")
+    results = run_fleet(_cfgs(common, [("seed=0", "optim.lr_d=1e6"), sane]),
+                        [tmp_path / "wild", tmp_path / "sane"])
+    wild = results[0]
+    if on_diverge == "stop":
+        assert wild["status"] == "diverged" and "nan" in wild["reason"], wild
+        assert wild["g_steps"] == wild["diverged_at"] < 30
+    else:  # rolled back twice, then stopped: its own checkpoint, its own learning rates
+        assert len(wild["restores"]) == 2 and wild["status"] == "diverged", wild
+        assert [r["lr_scale"] for r in wild["restores"]] == [0.5, 0.25]
+    run(_cfgs(common, [sane])[0], tmp_path / "alone")
+    assert_same_run(tmp_path / "sane", tmp_path / "alone", rel=1e-9)

@@ -172,7 +172,7 @@ class FleetLauncherBase(Launcher):
                                  job_subdir_key="hydra.sweep.subdir")
             noted.append(note)
         handlers = _member_logs(noted, configs[group[0]])
-        jobs = {Path(n.run_dir).name: int(configs[i].hydra.job.num) for i, n in zip(group, noted)}
+        jobs = {Path(n.run_dir).name: int(configs[i].hydra.job.num) for i, n in zip(group, noted, strict=True)}
         for handler in logging.getLogger().handlers:
             if type(handler) is logging.StreamHandler:
                 handler.setFormatter(MemberFormatter(jobs))

@@ -52,7 +52,7 @@ def _compact(module, state_dict: dict, prefix: str, local_metadata) -> None:
     """A member's state_dict holds copies: its tensors are views of the whole stack,
     which torch.save would write entire."""
     for key, value in state_dict.items():
-        if value._base is not None:
+        if value.untyped_storage().nbytes() > value.numel() * value.element_size():
             state_dict[key] = value.clone(memory_format=torch.contiguous_format)
 
 

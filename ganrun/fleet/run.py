@@ -51,9 +51,9 @@ class FleetBatches:
         return torch.stack(blocks, 1).reshape(-1, *parts[0].shape[1:])
 
     def __iter__(self):
-        for batches in zip(*self.loaders):
+        for batches in zip(*self.loaders, strict=False):
             if isinstance(batches[0], tuple | list):
-                yield tuple(self._merge(list(column)) for column in zip(*batches))
+                yield tuple(self._merge(list(column)) for column in zip(*batches, strict=True))
             else:
                 yield self._merge(list(batches))
 
