@@ -77,6 +77,16 @@ def rand(n: int, like: Tensor) -> Tensor:
     return _draw(torch.rand, n, (), like)
 
 
+def bernoulli_like(x: Tensor, p: float) -> Tensor:
+    """1 with probability p, per value of x (each run's from its own stream), drawn as
+    torch's dropout draws its mask."""
+    if _streams is None:
+        return torch.empty_like(x).bernoulli_(p)
+    b = x.shape[0] // len(_streams)
+    return torch.cat([torch.empty(b, *x.shape[1:], dtype=x.dtype).bernoulli_(p, generator=g)
+                      for g in _streams]).to(x.device)
+
+
 def rand_like(x: Tensor) -> Tensor:
     return _draw(torch.rand, x.shape[0], tuple(x.shape[1:]), x)
 

@@ -231,3 +231,44 @@ def test_a_diverging_member_stops_or_rolls_back_alone(tmp_path, on_diverge):
         assert [r["lr_scale"] for r in wild["restores"]] == [0.5, 0.25]
     run(_cfgs(common, [sane])[0], tmp_path / "alone")
     assert_same_run(tmp_path / "sane", tmp_path / "alone", rel=1e-9)
+
+
+# Regularizers that act member by member, each member with its own numbers.
+REGULARIZERS = {
+    "gradient_penalty": ("regularizer.gradient_penalty.weight=5",),
+    "r1": ("regularizer.r1.gamma=3",),
+    "dragan": ("regularizer.dragan.weight=4", "regularizer.dragan.c=0.3"),
+    "weight_clip": ("regularizer.weight_clip.clip=0.05",),
+    "label_smoothing": ("regularizer.label_smoothing.alpha=0.8",),
+    "instance_noise": ("regularizer.instance_noise.std=0.3",),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGULARIZERS))
+def test_a_regularizer_acts_on_each_member_as_on_its_standalone_run(tmp_path, name):
+    common = (*(o for o in EXACT if not o.startswith("train.steps")), "train.steps=100",
+              f"regularizer=[{name}]")
+    members = [MEMBERS[0], (*MEMBERS[1], *REGULARIZERS[name])]
+    cfgs = _cfgs(common, members)
+    run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    for k in (0, 1):
+        run(cfgs[k], tmp_path / f"alone{k}")
+        assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=1e-9)
+
+
+# Regularizers that change what D sees or what samples: PacGAN's packs, dropout's masks
+# (each member's drawn from its own stream), EMA's average (each member's own decay).
+STRUCTURAL = {"pacgan": ((), ()), "dropout": ((), ()),
+              "ema": ((), ("regularizer.ema.decay=0.95",))}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURAL))
+def test_a_regularizer_that_reshapes_the_networks_joins_a_fleet(tmp_path, name):
+    common = (*(o for o in EXACT if not o.startswith("train.steps")), "train.steps=100",
+              f"regularizer=[{name}]")
+    members = [(*m, *own) for m, own in zip(MEMBERS, STRUCTURAL[name], strict=True)]
+    cfgs = _cfgs(common, members)
+    run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    for k in (0, 1):
+        run(cfgs[k], tmp_path / f"alone{k}")
+        assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=1e-9)

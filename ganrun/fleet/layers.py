@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganrun import batch
+
 
 def member_view(layer: nn.Module, name: str, t: Tensor, k: int) -> Tensor:
     """Member k's part of `t`, a tensor shaped like the stacked `layer`'s parameter or
@@ -208,6 +210,21 @@ class StackedBatchNorm2d(StackedBatchNorm1d):
                                affine=self.affine)
         layer.load_state_dict(flat.state_dict())
         return layer
+
+
+class MemberDropout(nn.Module):
+    """nn.Dropout of every member (the rate is structure): each member's mask from its
+    own stream (ganrun.batch), drawn and applied as torch's dropout does on a CPU."""
+
+    def __init__(self, layer: nn.Dropout):
+        super().__init__()
+        self.p = layer.p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        return x * batch.bernoulli_like(x, keep).div_(keep)
 
 
 STACKED = {nn.Linear: StackedLinear, nn.BatchNorm1d: StackedBatchNorm1d,

@@ -127,6 +127,8 @@ class MemberCallbacks(Callback):
             if member.cfg.ckpt_path:
                 with member_stream(member):
                     restore(member)
+        if self.members[0].cfg.ckpt_path:
+            self.fleet.share_regularizer_state(self.members[0].shell)
         self._each("on_fit_start")
 
     def on_train_start(self, trainer, pl_module) -> None:

@@ -95,6 +95,10 @@ class MemberStatistics(StepStatistics):
         return self.fleet.member_finite(self.k)
 
 
+def _one_or_each(values: list[float]) -> float | Tensor:
+    return values[0] if len(set(values)) == 1 else torch.tensor(values, dtype=torch.float64)
+
+
 class MemberLosses:
     """The members' losses (one kind, each with its own numbers) on their own rows:
     d_loss and g_loss give (M,)."""
@@ -104,13 +108,15 @@ class MemberLosses:
         first = losses[0]
         for key in ("name", "space", "uses_targets", "g_uses_real", "decision"):
             setattr(self, key, getattr(first, key))
-        self.real_target = [loss.real_target for loss in losses]
-        self.fake_target = [loss.fake_target for loss in losses]
+        # a number, or (M,) where members' differ (lsgan's a and b); a regularizer may
+        # make them per sample (M * B,)
+        self.real_target = _one_or_each([loss.real_target for loss in losses])
+        self.fake_target = _one_or_each([loss.fake_target for loss in losses])
 
     def _rows(self, t, k: int):
-        if t is None or isinstance(t, float | int):
+        if t is None or isinstance(t, float | int) or t.dim() == 0:
             return t
-        if isinstance(t, list):
+        if t.numel() == len(self.losses):
             return t[k]
         return t.chunk(len(self.losses))[k]
 
@@ -192,8 +198,10 @@ class FleetModule(GANModule):
         self.G = stack_models([s.G for s in shells])
         self.D = stack_models([s.D for s in shells])
         self.loss = MemberLosses([s.loss for s in shells])
-        for reg in self.regularizers:  # on the stacked networks (fleet-capable ones only
-            reg.wrap(self.G, self.D)   # look at them: their structure is the members')
+        for reg in self.regularizers:  # on the stacked networks
+            reg.rewrap(self.G, self.D)
+        self.G_sampler = next((net for net in (r.sampler() for r in self.regularizers)
+                               if net is not None), None)
         self.batch_size = first.batch_size * self.members
         self.statistics = FleetStatistics(self.members)
         for k, shell in enumerate(shells):
@@ -210,8 +218,8 @@ class FleetModule(GANModule):
         for i, reg in enumerate(self.regularizers):
             for key in type(reg).member_numbers:
                 values = [float(getattr(s.regularizers[i], key)) for s in shells]
-                if len(set(values)) > 1:
-                    setattr(reg, key, torch.tensor(values))
+                if len(set(values)) > 1:  # in double: rounded once, to the step's type
+                    setattr(reg, key, torch.tensor(values, dtype=torch.float64))
 
     # --- the members' views ------------------------------------------------------------
 
@@ -219,7 +227,10 @@ class FleetModule(GANModule):
         """Point every member's parameters and buffers at its part of the stack (on the
         device the fleet trains on), so the members are the fleet's live state."""
         for k, shell in enumerate(self.shells):
-            for fleet_net, own_net in ((self.G, shell.G), (self.D, shell.D)):
+            pairs = [(self.G, shell.G), (self.D, shell.D)]
+            if self.G_sampler is not None:  # a regularizer's copy of G that samples
+                pairs.append((self.G_sampler, shell.G_sampler))
+            for fleet_net, own_net in pairs:
                 for layer, name, tensor, own in stacked_pairs(fleet_net, own_net):
                     view = member_view(layer, name, tensor.data, k)
                     if isinstance(tensor, nn.Parameter):
@@ -310,3 +321,17 @@ class FleetModule(GANModule):
             shell.finished = shell.g_steps >= shell.max_steps
             shell.stopping = shell.finished or self.stopping
             shell.checkpoint_now = self.checkpoint_now
+        self.share_regularizer_state()
+
+    def share_regularizer_state(self, source: GANModule | None = None) -> None:
+        """The regularizers' own state (counts of updates, of calls: one for all
+        members) from the fleet's into each member's, so that its checkpoint holds
+        it; with `source`, from that member's into the fleet's (a resumed fleet)."""
+        for i, reg in enumerate(self.regularizers):
+            if source is not None:
+                reg.load_state_dict(source.regularizers[i].state_dict())
+                continue
+            state = reg.state_dict()
+            if state:
+                for shell in self.shells:
+                    shell.regularizers[i].load_state_dict(state)

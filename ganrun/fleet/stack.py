@@ -10,7 +10,7 @@ import copy
 from torch import nn
 
 from ganrun.errors import UserError
-from ganrun.fleet.layers import STACKED
+from ganrun.fleet.layers import STACKED, MemberDropout
 
 
 def _replace(root: nn.Module, name: str, layer: nn.Module) -> None:
@@ -31,6 +31,9 @@ def stack_models(models: list[nn.Module]) -> nn.Module:
             raise UserError(f"{name}: batch norm with a cumulative average (momentum None) "
                             "cannot join a fleet")
         _replace(fleet, name, STACKED[type(layers[0])](layers))
+    for name, module in list(fleet.named_modules()):
+        if type(module) is nn.Dropout:  # no weights, but random: each member's own mask
+            _replace(fleet, name, MemberDropout(module))
     kinds = tuple(STACKED.values())
     for name, module in fleet.named_modules():
         own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
@@ -43,7 +46,7 @@ def stack_models(models: list[nn.Module]) -> nn.Module:
 
 def member_model(fleet: nn.Module, template: nn.Module, k: int) -> nn.Module:
     """Member k of `fleet` as a plain model shaped like `template` (one of the models
-    it was stacked from): its weights and running statistics."""
+    it was stacked from): its weights and running statistics (a copy)."""
     model = copy.deepcopy(template)
     kinds = tuple(STACKED.values())
     for name, module in fleet.named_modules():

@@ -91,6 +91,11 @@ class Regularizer:
     def wrap(self, G: nn.Module, D: nn.Module) -> None:
         pass
 
+    def rewrap(self, G: nn.Module, D: nn.Module) -> None:
+        """Act on a fleet's stacked G and D, made from members it has wrapped: what
+        `wrap` takes of them again; a change of structure is in the stack already."""
+        self.wrap(G, D)
+
     def d_inputs(self, x: Tensor, step: int) -> Tensor:
         return x
 

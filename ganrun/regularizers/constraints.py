@@ -81,6 +81,7 @@ class Dropout(Regularizer):
     """Dropout after every hidden activation of D (and/or G); G's output is left alone."""
 
     name = "dropout"
+    joins_fleets = True  # a fleet's dropout draws each member's mask from its own stream
 
     @dataclass
     class Config:
@@ -95,6 +96,9 @@ class Dropout(Regularizer):
 
     def __init__(self, rate: float = 0.3, d: bool = True, g: bool = False):
         self.rate, self.d, self.g = rate, d, g
+
+    def rewrap(self, G: nn.Module, D: nn.Module) -> None:
+        pass  # the stacked networks hold the members' dropout layers (ganrun.fleet.stack)
 
     def wrap(self, G: nn.Module, D: nn.Module) -> None:
         for net, wanted in ((D, self.d), (G, self.g)):

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 from omegaconf import MISSING
-from torch import nn
+from torch import Tensor, nn
 
+from ganrun import batch
 from ganrun.ranges import between
 from ganrun.regularizers.base import REGULARIZERS, Regularizer
 
@@ -26,6 +27,7 @@ class EMA(Regularizer):
 
     name = "ema"
     order = 10  # copies G after every structural change
+    joins_fleets, member_numbers = True, ("decay",)
 
     @dataclass
     class Config:
@@ -40,15 +42,23 @@ class EMA(Regularizer):
     def wrap(self, G: nn.Module, D: nn.Module) -> None:
         self.model = copy.deepcopy(G).eval().requires_grad_(False)
 
-    def current_decay(self) -> float:
+    def current_decay(self) -> float | Tensor:
         t = self.updates
-        return min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
+        if not self.warmup:
+            return self.decay
+        if isinstance(self.decay, Tensor):  # a fleet's members' own decays
+            return self.decay.clamp(max=(1 + t) / (10 + t))
+        return min(self.decay, (1 + t) / (10 + t))
 
     @torch.no_grad()
     def after_g_step(self, G: nn.Module) -> None:
         ema_params = list(self.model.parameters())
         weight = 1.0 - self.current_decay()
-        torch._foreach_lerp_(ema_params, [p.detach() for p in G.parameters()], weight)
+        if isinstance(weight, Tensor):  # per member, on a fleet's stacked weights
+            for ema, p in zip(ema_params, G.parameters(), strict=True):
+                ema.lerp_(p.detach(), batch.per_member(weight, ema))
+        else:
+            torch._foreach_lerp_(ema_params, [p.detach() for p in G.parameters()], weight)
         self.updates += 1
         for ema_buf, buf in zip(self.model.buffers(), G.buffers(), strict=True):
             ema_buf.copy_(buf)

@@ -21,6 +21,7 @@ class PacGAN(Regularizer):
     acts_on_d = True
     answers = ("mode_collapse",)
     samples_per_decision = 2
+    joins_fleets = True  # members' packs are their own rows: D's reshape keeps them apart
     trait_keys = {"samples_per_decision": "pack"}
 
     @dataclass
