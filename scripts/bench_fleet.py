@@ -1,14 +1,20 @@
-"""Fleet throughput at the step (issue 21, in progress): N members' non-saturating GAN
-steps, one after another (each member its own ganrun models and torch.optim.Adam) and
-as one fleet (ganrun.fleet: stacked networks, StackedAdam), taking turns in one
-process so both see the same machine. Prints generator steps per second of all
-members and `RATIO <config> <N> <fleet / sequential>`.
+"""Fleet throughput (issue 21), measured side by side in one process so both ways see
+the same machine.
 
-This measures the networks and the optimizer alone: no callbacks, no data loading,
-no process start-up, which a fleet of ganrun jobs also saves once the launcher
-exists (hydra/launcher=fleet is not built yet).
+At the step (default): N members' non-saturating GAN steps, one after another (each
+member its own ganrun models and torch.optim.Adam) and as one fleet (ganrun.fleet:
+stacked networks, StackedAdam): the networks and the optimizer alone. Prints generator
+steps per second of all members and `RATIO <config> <N> <fleet / sequential>`.
 
     python scripts/bench_fleet.py --configs ring8 dyngan_grid pacgan_grid dcgan_digits32 --members 4 16
+
+Whole runs (--runs): N ganrun jobs as they run under Hydra's basic launcher, one
+after another (ganrun.training.run.run: callbacks, health monitor, metrics at the
+end, checkpoints, TensorBoard, everything written) and as one fleet
+(ganrun.fleet.run.run_fleet, what hydra/launcher=fleet runs), seeds 0..N-1. Prints
+the wall time of both and `RATIO runs:<config> <N> <sequential / fleet>`.
+
+    python scripts/bench_fleet.py --runs --configs dyngan_grid --members 8 --run-steps 2000
 """
 
 from __future__ import annotations
@@ -90,6 +96,32 @@ class Members:
         return time.perf_counter() - started
 
 
+def whole_runs(name: str, n: int, steps: int, root: Path) -> float:
+    """Wall seconds of N whole jobs one after another, and as one fleet: the ratio."""
+    import shutil
+
+    from ganrun.fleet.run import run_fleet
+    from ganrun.training.run import run
+
+    overrides, _ = CONFIGS[name]
+    every = max(steps // 4, 1)
+    common = (*overrides, f"train.steps={steps}", f"train.ckpt_every={steps}",
+              f"log.every={every}", f"log.sample_every={steps}", f"metrics.every={steps}",
+              "trainer.accelerator=cpu")
+    cfgs = [compose_config(*common, f"seed={seed}")[0] for seed in range(n)]
+    shutil.rmtree(root, ignore_errors=True)
+    started = time.perf_counter()
+    for seed, cfg in enumerate(cfgs):
+        run(cfg, root / f"alone{seed}")
+    sequential = time.perf_counter() - started
+    started = time.perf_counter()
+    run_fleet(cfgs, [root / f"member{seed}" for seed in range(n)])
+    fleet = time.perf_counter() - started
+    print(f"runs:{name} N={n} ({steps} generator steps each, metrics at the end): "
+          f"one after another {sequential:.1f} s, as a fleet {fleet:.1f} s", flush=True)
+    return sequential / fleet
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=sorted(CONFIGS), choices=sorted(CONFIGS))
@@ -97,11 +129,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="generator steps per turn")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--runs", action="store_true", help="whole jobs, not steps")
+    parser.add_argument("--run-steps", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ganrun-bench-fleet"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads")
+    if args.runs:
+        import logging
+
+        logging.getLogger("ganrun").setLevel(logging.WARNING)
+        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+        found = [(name, n, whole_runs(name, n, args.run_steps, args.out))
+                 for name in args.configs for n in args.members]
+        for name, n, ratio in found:
+            print(f"RATIO runs:{name} {n} {ratio:.2f}")
+        return
     ratios = []
     for name in args.configs:
         overrides, shape = CONFIGS[name]
