@@ -48,6 +48,33 @@ def std(t: Tensor) -> Tensor:
     return rows(t.reshape(m, -1).std(1), t)
 
 
+def mean_rows(t: Tensor) -> Tensor:
+    """Each run's mean over its samples of a per-sample feature (N, F...): (F...), or
+    (M, F...) in a fleet."""
+    if _streams is None:
+        return t.mean(0)
+    return t.reshape(len(_streams), -1, *t.shape[1:]).mean(1)
+
+
+def total(t: Tensor) -> Tensor:
+    """Each run's sum of all its values of `t` (a fleet's: its first dimension holds the
+    members, (M, ...), or their samples, (M * B, ...)): a scalar, or (M,)."""
+    return t.sum() if _streams is None else t.reshape(len(_streams), -1).sum(1)
+
+
+def halves(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Each run's samples split in two halves (a fleet's: each member's own, the
+    members' first halves one block after another, and their second)."""
+    if _streams is None:
+        half = t.shape[0] // 2
+        return t[:half], t[half:2 * half]
+    m = len(_streams)
+    rows_ = t.reshape(m, -1, *t.shape[1:])
+    half = rows_.shape[1] // 2
+    return (rows_[:, :half].reshape(-1, *t.shape[1:]),
+            rows_[:, half:2 * half].reshape(-1, *t.shape[1:]))
+
+
 def rows(value: float | Tensor, like: Tensor) -> float | Tensor:
     """A number per run as a factor of `like`'s rows: a plain number as it is; a
     member's own ((M,) tensor) repeated over its rows and broadcast over the rest."""

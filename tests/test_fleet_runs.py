@@ -272,3 +272,21 @@ def test_a_regularizer_that_reshapes_the_networks_joins_a_fleet(tmp_path, name):
     for k in (0, 1):
         run(cfgs[k], tmp_path / f"alone{k}")
         assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=1e-9)
+
+
+# Regularizers that compare a member's samples with one another (its own only).
+WITHIN_BATCH = {"minibatch_discrimination": ((), ()), "minibatch_stddev": ((), ()),
+                "feature_matching": ((), ("regularizer.feature_matching.weight=0.5",)),
+                "diversity": ((), ("regularizer.diversity.weight=0.3",))}
+
+
+@pytest.mark.parametrize("name", sorted(WITHIN_BATCH))
+def test_a_regularizer_comparing_samples_compares_each_member_own(tmp_path, name):
+    common = (*(o for o in EXACT if not o.startswith("train.steps")), "train.steps=100",
+              f"regularizer=[{name}]")
+    members = [(*m, *own) for m, own in zip(MEMBERS, WITHIN_BATCH[name], strict=True)]
+    cfgs = _cfgs(common, members)
+    run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    for k in (0, 1):
+        run(cfgs[k], tmp_path / f"alone{k}")
+        assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=1e-9)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganrun import batch
+from ganrun.regularizers.heads import MinibatchDiscrimination, MinibatchStdDev
 
 
 def member_view(layer: nn.Module, name: str, t: Tensor, k: int) -> Tensor:
@@ -227,6 +228,44 @@ class MemberDropout(nn.Module):
         return x * batch.bernoulli_like(x, keep).div_(keep)
 
 
+class StackedMinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination of every member (ganrun.regularizers.heads): kernels T
+    (M, in, B * C); each sample compared with its own member's samples only."""
+
+    def __init__(self, layers: list[MinibatchDiscrimination]):
+        super().__init__()
+        self.members = len(layers)
+        self.kernels, self.kernel_dim = layers[0].kernels, layers[0].kernel_dim
+        self.T = nn.Parameter(torch.stack([layer.T.detach() for layer in layers]))
+
+    def forward(self, f: Tensor) -> Tensor:
+        fs = by_member(f, self.members)  # (M, N, A)
+        m = torch.bmm(fs, self.T).view(self.members, fs.shape[1], self.kernels, self.kernel_dim)
+        l1 = (m.unsqueeze(1) - m.unsqueeze(2)).abs().sum(4)  # (M, N, N, B)
+        o = torch.exp(-l1).sum(2) - 1.0
+        return torch.cat([f, o.reshape(f.shape[0], -1)], dim=1)
+
+    def member(self, k: int) -> MinibatchDiscrimination:
+        layer = MinibatchDiscrimination(self.T.shape[1], self.kernels, self.kernel_dim)
+        with torch.no_grad():
+            layer.T.copy_(self.T[k])
+        return layer
+
+
+class PerMember(nn.Module):
+    """A layer without weights that looks across a batch (minibatch standard deviation),
+    applied to each member's rows on their own."""
+
+    def __init__(self, layer: nn.Module, members: int):
+        super().__init__()
+        self.layer, self.members = layer, members
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.layer(rows) for rows in x.chunk(self.members)])
+
+
 STACKED = {nn.Linear: StackedLinear, nn.BatchNorm1d: StackedBatchNorm1d,
            nn.Embedding: StackedEmbedding, nn.Conv2d: StackedConv2d,
-           nn.ConvTranspose2d: StackedConvTranspose2d, nn.BatchNorm2d: StackedBatchNorm2d}
+           nn.ConvTranspose2d: StackedConvTranspose2d, nn.BatchNorm2d: StackedBatchNorm2d,
+           MinibatchDiscrimination: StackedMinibatchDiscrimination}
+PER_MEMBER = (MinibatchStdDev,)  # no weights, but they compare a batch's samples

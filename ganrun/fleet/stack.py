@@ -10,7 +10,7 @@ import copy
 from torch import nn
 
 from ganrun.errors import UserError
-from ganrun.fleet.layers import STACKED, MemberDropout
+from ganrun.fleet.layers import PER_MEMBER, STACKED, MemberDropout, PerMember
 
 
 def _replace(root: nn.Module, name: str, layer: nn.Module) -> None:
@@ -34,6 +34,8 @@ def stack_models(models: list[nn.Module]) -> nn.Module:
     for name, module in list(fleet.named_modules()):
         if type(module) is nn.Dropout:  # no weights, but random: each member's own mask
             _replace(fleet, name, MemberDropout(module))
+        elif isinstance(module, PER_MEMBER):
+            _replace(fleet, name, PerMember(module, len(models)))
     kinds = tuple(STACKED.values())
     for name, module in fleet.named_modules():
         own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ganrun import batch
 from ganrun.errors import UserError
 from ganrun.ranges import above, at_least
 from ganrun.regularizers.base import REGULARIZERS, Regularizer, StepContext
@@ -18,6 +19,7 @@ class FeatureMatching(Regularizer):
 
     name = "feature_matching"
     acts_on_d = True
+    joins_fleets, member_numbers = True, ("weight",)
 
     @dataclass
     class Config:
@@ -29,8 +31,8 @@ class FeatureMatching(Regularizer):
         self.weight = weight
 
     def g_penalty(self, ctx: StepContext) -> Tensor:
-        gap = ctx.real_feat.detach().mean(0) - ctx.fake_feat.mean(0)
-        return self.weight * gap.pow(2).sum()
+        gap = batch.mean_rows(ctx.real_feat.detach()) - batch.mean_rows(ctx.fake_feat)
+        return self.weight * batch.total(gap.pow(2))
 
 
 @REGULARIZERS.register
@@ -39,6 +41,7 @@ class Diversity(Regularizer):
     ratio = mean|G(z1) - G(z2)| / mean|z1 - z2|; G's loss gets weight / (ratio + eps)."""
 
     name = "diversity"
+    joins_fleets, member_numbers = True, ("weight", "eps")
 
     @dataclass
     class Config:
@@ -55,8 +58,7 @@ class Diversity(Regularizer):
         self.weight, self.eps = weight, eps
 
     def g_penalty(self, ctx: StepContext) -> Tensor:
-        half = ctx.fake.shape[0] // 2
-        fake1, fake2 = ctx.fake[:half], ctx.fake[half:2 * half]
-        z1, z2 = ctx.z[:half], ctx.z[half:2 * half]
-        ratio = (fake1 - fake2).abs().mean() / (z1 - z2).abs().mean()
+        fake1, fake2 = batch.halves(ctx.fake)
+        z1, z2 = batch.halves(ctx.z)
+        ratio = batch.mean((fake1 - fake2).abs()) / batch.mean((z1 - z2).abs())
         return self.weight / (ratio + self.eps)

@@ -59,6 +59,7 @@ class MinibatchDiscriminationLayer(Regularizer):
     name = "minibatch_discrimination"
     answers = ("mode_collapse",)
     acts_on_d = True
+    joins_fleets = True  # a fleet stacks its layer: each member compares its own samples
 
     @dataclass
     class Config:
@@ -67,6 +68,9 @@ class MinibatchDiscriminationLayer(Regularizer):
 
     def __init__(self, kernels: int = 32, kernel_dim: int = 8):
         self.kernels, self.kernel_dim = kernels, kernel_dim
+
+    def rewrap(self, G: nn.Module, D: nn.Module) -> None:
+        pass  # the stacked D holds the members' layers
 
     def wrap(self, G: nn.Module, D: nn.Module) -> None:
         in_features = _head_in_features(D)
@@ -78,6 +82,7 @@ class MinibatchDiscriminationLayer(Regularizer):
 class MinibatchStdDevLayer(Regularizer):
     name = "minibatch_stddev"
     acts_on_d = True
+    joins_fleets = True  # a fleet applies its layer to each member's rows
 
     @dataclass
     class Config:
@@ -85,6 +90,9 @@ class MinibatchStdDevLayer(Regularizer):
 
     def __init__(self, group_size: int = 4):
         self.group_size = group_size
+
+    def rewrap(self, G: nn.Module, D: nn.Module) -> None:
+        pass  # the stacked D holds the members' layers
 
     def wrap(self, G: nn.Module, D: nn.Module) -> None:
         _extend_head(D, MinibatchStdDev(self.group_size), 1)
