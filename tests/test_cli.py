@@ -151,13 +151,20 @@ def test_non_editable_wheel_finds_its_configs_from_any_directory(tmp_path):
     shipped = {name for name in zipfile.ZipFile(wheel).namelist()
                if name.endswith(".py") and not name.startswith("ganrun/configs/")}
     assert shipped == {path.relative_to(REPO).as_posix()
-                       for path in (REPO / "ganrun").rglob("*.py")}
+                       for folder in ("ganrun", "hydra_plugins") for path in (REPO / folder).rglob("*.py")}
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, capture_output=True)
     env = {**cli_env(), "PYTHONPATH": str(target)}
     where = subprocess.run([sys.executable, "-c", "import ganrun.configs as c; print(c.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert where.stdout.startswith(str(target))
+    # hydra/launcher=fleet: Hydra finds the installed plugin in its namespace
+    found = subprocess.run(
+        [sys.executable, "-c", "from hydra.core.plugins import Plugins; "
+         "from hydra.plugins.launcher import Launcher; "
+         "print([c.__module__ for c in Plugins.instance().discover(Launcher)])"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert "hydra_plugins.ganrun_fleet" in found.stdout, found.stdout
     assert (target / "ganrun" / "configs" / "loss" / "wgan_gp.yaml").is_file()
     info = ganrun("--info", "searchpath", cwd=tmp_path, env=env)
     assert "pkg://ganrun.configs" in info.stdout
