@@ -94,10 +94,13 @@ def test_each_member_is_the_run_it_would_be_alone(tmp_path, loss):
     assert_same_run(tmp_path / "fleet1", tmp_path / "alone1", rel=1e-9)
 
 
-def test_a_dcgan_fleet_member_is_its_standalone_run(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("regularizer=[spectral_norm]",
+                                        "regularizer.spectral_norm.generator=true")],
+                         ids=["plain", "spectral_norm"])
+def test_a_dcgan_fleet_member_is_its_standalone_run(tmp_path, extra):
     common = ("trainer.precision=64-true", "trainer.accelerator=cpu", "model=dcgan",
               "model.base_channels=8", "model.latent_dim=16", "dataset.batch_size=16",
-              "train.steps=20", "log.every=10", "log.sample_every=20", "metrics=none")
+              "train.steps=20", "log.every=10", "log.sample_every=20", "metrics=none", *extra)
     cfgs = _cfgs(common, MEMBERS)
     run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
     run(cfgs[0], tmp_path / "alone0")
@@ -258,7 +261,7 @@ def test_a_regularizer_acts_on_each_member_as_on_its_standalone_run(tmp_path, na
 
 # Regularizers that change what D sees or what samples: PacGAN's packs, dropout's masks
 # (each member's drawn from its own stream), EMA's average (each member's own decay).
-STRUCTURAL = {"pacgan": ((), ()), "dropout": ((), ()),
+STRUCTURAL = {"pacgan": ((), ()), "dropout": ((), ()), "spectral_norm": ((), ()),
               "ema": ((), ("regularizer.ema.decay=0.95",))}
 
 

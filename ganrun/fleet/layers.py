@@ -17,8 +17,11 @@ def member_view(layer: nn.Module, name: str, t: Tensor, k: int) -> Tensor:
     """Member k's part of `t`, a tensor shaped like the stacked `layer`'s parameter or
     buffer `name` (the parameter itself, its gradient, an optimizer's state), as a view
     shaped like the member's own layer's: writing to it writes to the stack."""
-    if isinstance(layer, StackedLinear):
-        return t[k].t() if name == "weight" else t[k, 0]
+    if isinstance(layer, StackedLinear):  # weights (M, in, out), biases (M, 1, out)
+        if name in ("weight", "parametrizations.weight.original"):
+            return t[k].t()
+        if name == "bias":
+            return t[k, 0]
     return t[k]
 
 
@@ -250,6 +253,42 @@ class StackedMinibatchDiscrimination(nn.Module):
         with torch.no_grad():
             layer.T.copy_(self.T[k])
         return layer
+
+
+class StackedSpectralNorm(nn.Module):
+    """torch's spectral_norm parametrization of every member's weight: each member's
+    power iteration on its own u and v (M, ...), its weight divided by its own sigma,
+    computed as torch computes them (nn.utils.parametrizations.spectral_norm)."""
+
+    def __init__(self, norms: list[nn.Module], transposed: bool):
+        super().__init__()
+        first = norms[0]
+        self.dim, self.eps, self.iterations = first.dim, first.eps, first.n_power_iterations
+        self.transposed = transposed  # StackedLinear keeps each member's weight transposed
+        self.register_buffer("_u", torch.stack([n._u for n in norms]))
+        self.register_buffer("_v", torch.stack([n._v for n in norms]))
+
+    def _matrix(self, weight: Tensor) -> Tensor:
+        """(M, rows, cols): each member's weight as torch's parametrization reshapes it."""
+        if self.transposed:
+            return weight.transpose(1, 2)
+        if self.dim != 0:
+            weight = weight.movedim(self.dim + 1, 1)
+        return weight.flatten(2)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        matrix = self._matrix(weight)
+        if self.training:
+            with torch.no_grad():
+                for _ in range(self.iterations):
+                    self._u.copy_(F.normalize(torch.bmm(matrix, self._v.unsqueeze(2)).squeeze(2),
+                                              dim=1, eps=self.eps))
+                    self._v.copy_(F.normalize(
+                        torch.bmm(matrix.transpose(1, 2), self._u.unsqueeze(2)).squeeze(2),
+                        dim=1, eps=self.eps))
+        u, v = self._u.clone(), self._v.clone()
+        sigma = (u * torch.bmm(matrix, v.unsqueeze(2)).squeeze(2)).sum(1)
+        return weight / sigma.view(-1, *([1] * (weight.dim() - 1)))
 
 
 class PerMember(nn.Module):

@@ -177,8 +177,7 @@ def stacked_pairs(fleet_net: nn.Module, member_net: nn.Module):
         if not isinstance(layer, kinds):
             continue
         own = member_net.get_submodule(path)
-        for name, tensor in [*layer.named_parameters(recurse=False),
-                             *layer.named_buffers(recurse=False)]:
+        for name, tensor in [*layer.named_parameters(), *layer.named_buffers()]:
             if tensor is not None:
                 yield layer, name, tensor, own
 
@@ -233,10 +232,12 @@ class FleetModule(GANModule):
             for fleet_net, own_net in pairs:
                 for layer, name, tensor, own in stacked_pairs(fleet_net, own_net):
                     view = member_view(layer, name, tensor.data, k)
+                    owner, _, leaf = name.rpartition(".")
+                    holder = own.get_submodule(owner) if owner else own
                     if isinstance(tensor, nn.Parameter):
-                        setattr(own, name, nn.Parameter(view, requires_grad=False))
+                        setattr(holder, leaf, nn.Parameter(view, requires_grad=False))
                     else:
-                        setattr(own, name, view)
+                        setattr(holder, leaf, view)
             shell._device = self.device
 
     def configure_optimizers(self):
@@ -272,7 +273,7 @@ class FleetModule(GANModule):
                                                strict=True):
                 self.member_optimizers[net].append(optimizer)
                 link_member_optimizer(optimizer, stacked, k,
-                                      [(layer, name, tensor, getattr(own, name)) for
+                                      [(layer, name, tensor, own.get_parameter(name)) for
                                        layer, name, tensor, own in stacked_pairs(
                                            getattr(self, net), getattr(shell, net))
                                        if isinstance(tensor, nn.Parameter)])

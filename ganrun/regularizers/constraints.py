@@ -54,6 +54,7 @@ class SpectralNorm(Regularizer):
     """Spectral normalisation (Miyato et al. 2018) of D's (and optionally G's) weights."""
 
     name = "spectral_norm"
+    joins_fleets = True  # a fleet stacks the members' parametrizations (ganrun.fleet)
     acts_on_d = True
 
     @dataclass
@@ -66,6 +67,9 @@ class SpectralNorm(Regularizer):
     def __init__(self, n_power_iterations: int = 1, generator: bool = False):
         self.n_power_iterations = n_power_iterations
         self.generator = generator
+
+    def rewrap(self, G: nn.Module, D: nn.Module) -> None:
+        pass  # the stacked networks hold the members' parametrizations
 
     def wrap(self, G: nn.Module, D: nn.Module) -> None:
         for net in (D, G) if self.generator else (D,):
