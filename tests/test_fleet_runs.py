@@ -293,3 +293,20 @@ def test_a_regularizer_comparing_samples_compares_each_member_own(tmp_path, name
     for k in (0, 1):
         run(cfgs[k], tmp_path / f"alone{k}")
         assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=1e-9)
+
+
+def test_unrolled_members_share_their_optimizer_numbers_and_unroll_their_own_d(tmp_path):
+    """Unrolled GAN differentiates through one update rule for the stacked D: members
+    differ by seed (and other numbers), not by the optimizer's; a fleet that would mix
+    learning rates is refused naming why."""
+    common = (*(o for o in EXACT if not o.startswith("train.steps")), "train.steps=60",
+              "regularizer=[unrolled]", "regularizer.unrolled.steps=3")
+    cfgs = _cfgs(common, [("seed=0",), ("seed=1",)])
+    run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    run(cfgs[1], tmp_path / "alone1")
+    assert_same_run(tmp_path / "fleet1", tmp_path / "alone1", rel=1e-9)
+    from ganrun.errors import UserError
+
+    with pytest.raises(UserError, match=r"differ in structure: optim\.betas=\[0\.5, 0\.999\] and "
+                                        r"optim\.betas=\[0\.6, 0\.99\]"):
+        run_fleet(_cfgs(common, MEMBERS), [tmp_path / "mixed0", tmp_path / "mixed1"])

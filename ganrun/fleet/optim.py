@@ -35,6 +35,15 @@ class StackedOptimizer:
         self.state: list[dict] = [{} for _ in self.params]
         self.steps = 0
 
+    @property
+    def optimizer(self) -> _TorchFace:
+        """What ganrun.optim's differentiable rules read of a torch optimizer (an unrolled
+        D starts from its moments), for members whose optimizer numbers are equal."""
+        return _TorchFace(self)
+
+    def torch_group(self) -> dict:
+        raise NotImplementedError
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             p.grad = None
@@ -62,6 +71,18 @@ class StackedOptimizer:
             self.update(p, grad, state, s)
 
 
+class _TorchFace:
+    def __init__(self, stacked: StackedOptimizer):
+        self.param_groups = [stacked.torch_group()]
+        self.state = {}
+        for p, state in zip(stacked.params, stacked.state, strict=True):
+            if state:
+                entry = {stacked.TORCH_STATE[k]: v for k, v in state.items()}
+                if stacked.counts_steps:
+                    entry["step"] = torch.tensor(float(stacked.steps))
+                self.state[p] = entry
+
+
 class StackedAdam(StackedOptimizer):
     """torch.optim.Adam (no amsgrad), member k with lr[k], betas[k], eps[k], weight_decay[k]."""
 
@@ -71,6 +92,11 @@ class StackedAdam(StackedOptimizer):
         super().__init__(params, {"lr": lr, "beta1": [b[0] for b in betas],
                                   "beta2": [b[1] for b in betas], "eps": eps,
                                   "weight_decay": weight_decay})
+
+    def torch_group(self) -> dict:
+        h = self.hyper
+        return {"lr": h["lr"][0], "betas": (h["beta1"][0], h["beta2"][0]), "eps": h["eps"][0],
+                "weight_decay": h["weight_decay"][0]}
 
     def scalars(self, t):
         h = self.hyper
@@ -126,6 +152,11 @@ class StackedSGD(StackedOptimizer):
     def __init__(self, params, lr, momentum, weight_decay, nesterov: bool = False):
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
         self.nesterov = nesterov
+
+    def torch_group(self) -> dict:
+        h = self.hyper
+        return {"lr": h["lr"][0], "momentum": h["momentum"][0],
+                "weight_decay": h["weight_decay"][0], "nesterov": self.nesterov}
 
     def scalars(self, t):
         return {**self.hyper, "minus_lr": [-lr for lr in self.hyper["lr"]]}

@@ -26,19 +26,44 @@ CALLBACKS = ("ganrun.callbacks.divergence.DivergenceGuard", "ganrun.callbacks.st
 
 def structure_of(cfg: DictConfig) -> str:
     """The job's structure: its composed config without the members' own values."""
+    return json.dumps(_structure(cfg), sort_keys=True, default=str)
+
+
+def difference(a: DictConfig, b: DictConfig) -> str | None:
+    """The first key (dotted) where two jobs' structures differ, with both values."""
+    flat_a, flat_b = _flat(_structure(a)), _flat(_structure(b))
+    for key in sorted(set(flat_a) | set(flat_b)):
+        if flat_a.get(key) != flat_b.get(key):
+            return f"{key}={flat_a.get(key)} and {key}={flat_b.get(key)}"
+    return None
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}." if isinstance(value, dict) and value
+                         else f"{prefix}{key}"))
+    return out
+
+
+def _structure(cfg: DictConfig) -> dict:
     from ganrun.regularizers import REGULARIZERS
 
     tree = OmegaConf.to_container(cfg, resolve=True)
     own = [f"regularizer.{name}.{key}" for name in cfg.regularizer
            for key in REGULARIZERS[name].member_numbers]
-    for key in (*MEMBER_VALUES, *own):
+    shared = any(REGULARIZERS[name].shares_optimizer_numbers for name in cfg.regularizer)
+    values = [k for k in MEMBER_VALUES if not (shared and k.startswith("optim."))]
+    for key in (*values, *own):
         *parents, leaf = key.split(".")
         node = tree
         for parent in parents:
             node = node.get(parent, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(leaf, None)
-    return json.dumps(tree, sort_keys=True, default=str)
+    return tree
 
 
 def refusal(cfg: DictConfig) -> str | None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from ganrun.config.schema import validate
 from ganrun.errors import Interrupted, UserError
 from ganrun.fleet.members import CURRENT, Member, MemberCallbacks, build_member
-from ganrun.fleet.plan import refusal, structure_of
+from ganrun.fleet.plan import difference, refusal, structure_of
 from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
 
 log = logging.getLogger("ganrun")
@@ -30,9 +30,12 @@ def check_fleet(cfgs: list[DictConfig]) -> None:
         why = refusal(cfg)
         if why is not None:
             raise UserError(f"{why} cannot join a fleet yet")
-    if len({structure_of(cfg) for cfg in cfgs}) > 1:
-        raise UserError("a fleet's members differ in structure (model, data, budget, components); "
-                        "only seeds and numbers (learning rates, betas, loss values) may differ")
+    for cfg in cfgs[1:]:
+        if structure_of(cfg) != structure_of(cfgs[0]):
+            raise UserError(
+                f"a fleet's members differ in structure: {difference(cfgs[0], cfg)}; only seeds "
+                "and numbers (learning rates, betas, a loss's or regularizer's values) may "
+                "differ (regularizer unrolled: not the optimizer's)")
 
 
 class FleetBatches:

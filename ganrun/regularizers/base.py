@@ -79,6 +79,7 @@ class Regularizer:
     # and means through ganrun.batch), and the keys each member may set to its own value.
     joins_fleets = False
     member_numbers: tuple[str, ...] = ()
+    shares_optimizer_numbers = False  # a fleet's members then share optim's numbers
 
     @dataclass
     class Config:

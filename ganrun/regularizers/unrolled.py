@@ -23,6 +23,9 @@ class Unrolled(Regularizer):
     name = "unrolled"
     answers = ("mode_collapse",)
     acts_on_d = True
+    # In a fleet the unrolled updates are the stacked D's, by one rule for all members:
+    # their optimizer's numbers are shared (structure), their seeds and the rest their own.
+    joins_fleets, shares_optimizer_numbers = True, True
 
     @dataclass
     class Config:
@@ -52,7 +55,8 @@ class Unrolled(Regularizer):
         buffers = {k: b.clone() for k, b in D.named_buffers()}  # batch norm: no side effects
         current = [p.detach().requires_grad_(True) for p in params]
         for i in range(self.steps):
-            loss = objective({**dict(zip(names, current, strict=True)), **buffers})
+            # (a fleet's D loss is each member's: their sum gives each its own gradient)
+            loss = objective({**dict(zip(names, current, strict=True)), **buffers}).sum()
             grads = torch.autograd.grad(loss, current, create_graph=True, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g  # unused by the loss (mmd: the head)
                      for p, g in zip(current, grads, strict=True)]
