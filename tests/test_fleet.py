@@ -183,7 +183,8 @@ def test_a_layer_that_cannot_be_stacked_is_named():
     nets = [torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)) for _ in range(2)]
     with pytest.raises(UserError, match=r"^LayerNorm \(1\) cannot join a fleet yet: fleets "
                                         r"stack Linear, BatchNorm1d, Embedding, Conv2d, "
-                                        r"ConvTranspose2d, BatchNorm2d$"):
+                                        r"ConvTranspose2d, BatchNorm2d, "
+                                        r"MinibatchDiscrimination$"):
         stack_models(nets)
 
 

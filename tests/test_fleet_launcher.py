@@ -74,12 +74,12 @@ def test_a_fleet_sweep_is_a_sweep_of_normal_jobs(tmp_path):
 
 
 def test_a_job_that_cannot_join_a_fleet_trains_alone_and_says_why(tmp_path):
-    proc = ganrun("-m", *SHORT, "metrics=none", "regularizer=[],[spectral_norm]", "seed=0,1",
+    proc = ganrun("-m", *SHORT, "metrics=none", "regularizer=[],[label_noise]", "seed=0,1",
                   "hydra/launcher=fleet", f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stderr + proc.stdout
     assert "Launching 4 jobs as 1 fleet(s) and 2 job(s) alone" in out
-    assert out.count("(alone: regularizer=spectral_norm)") == 2
+    assert out.count("(alone: regularizer=label_noise)") == 2
     statuses = jobs(tmp_path / "s")
     assert [("fleet" in j, j["status"]) for j in statuses.values()] == [
         (True, "finished"), (True, "finished"), (False, "finished"), (False, "finished")]

@@ -4,6 +4,7 @@ would; return each member's metrics.json."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -106,7 +107,8 @@ def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
                       "choices": chosen, "seed": cfg.seed, "pid": os.getpid(),
                       "host": socket.gethostname(),
                       "fleet": {"size": len(cfgs), "member": k, "members": names}}
-            member = build_member(cfg, run_dir, chosen)
+            with _quiet_trainer():  # the fleet's own trainer says what hardware it uses
+                member = build_member(cfg, run_dir, chosen)
             member.result = result
             write_json(run_dir / METRICS_FILE, result)
             members.append(member)
@@ -165,6 +167,17 @@ def _finish(member: Member, fleet, stop, wall: float, outcomes) -> None:
              result["status"], result["g_steps"], result["images_seen"], wall,
              result["fleet"]["size"], member.run_dir)
     CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def _quiet_trainer():
+    lightning = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = lightning.level
+    lightning.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lightning.setLevel(level)
 
 
 def _quiet() -> None:
