@@ -484,6 +484,12 @@ CHECKS = {
                  "training on 2 cores, the mode figures not compared"),
     r"^python scripts/bench_metrics\.py$": (
         "short", "test_bench_scripts_short: timings only; random_conv on 60 samples"),
+    r"^ganrun -m hydra/launcher=fleet protocol=dyngan_grid ": (
+        "compared", "test_fleet_sweep: the console, every member's finished line and metrics.json"),
+    r"^python scripts/bench_fleet\.py --runs ": (
+        "short", "test_bench_scripts_short: timings only; 2 jobs of 20 steps"),
+    r"^python scripts/bench_fleet\.py --configs ": (
+        "short", "test_bench_scripts_short: timings only; dyngan_grid, 2 members, 2 steps"),
     r"^python scripts/bench_health\.py$": (
         "short", "test_bench_health_short: two constructed cases (the natural runs take ~8 "
                  "minutes); the README's table is its full output, summarised"),
@@ -775,6 +781,21 @@ def test_sweep(tmp_path, monkeypatch, capsys):
     assert "| vs next |" in header and "| health warnings |" in header, header
 
 
+def test_fleet_sweep(tmp_path):
+    """The fleet launcher's sweep as the console shows it; each member's metrics.json says
+    which fleet it trained in."""
+    command = find(r"^ganrun -m hydra/launcher=fleet protocol=dyngan_grid ")
+    proc = console([GANRUN, *command.argv[1:]], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compare(command.output, (proc.stdout + proc.stderr).splitlines(), what=command.text)
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    for k, job in enumerate(jobs):
+        saved = json.loads((job / "metrics.json").read_text())
+        assert saved["status"] == "finished"
+        assert saved["fleet"] == {"size": 4, "member": k, "members": [j.name for j in jobs]}
+
+
 def test_divergence(tmp_path):
     command = find(r"^ganrun optim=sgd optim\.lr_d=1e6")
     run_dir = tmp_path / "outputs" / "runs" / stamp()
@@ -925,6 +946,13 @@ BENCHES = [
     pytest.param(r"^python scripts/bench_throughput\.py",
                  ["--configs", "ring8_mlp_b64", "--steps", "4", "--warmup", "1", "--repeats", "1",
                   "--chunk", "2"], ("ring8_mlp_b64:", "RATIO ring8_mlp_b64 "), id="throughput"),
+    pytest.param(r"^python scripts/bench_fleet\.py --runs ",
+                 ["--runs", "--configs", "dyngan_grid", "--members", "2", "--run-steps", "20",
+                  "--out", "/tmp/ganrun-readme-bench-fleet"],
+                 ("runs:dyngan_grid N=", "RATIO runs:dyngan_grid "), id="fleet_runs"),
+    pytest.param(r"^python scripts/bench_fleet\.py --configs ",
+                 ["--configs", "dyngan_grid", "--members", "2", "--steps", "2", "--repeats", "1"],
+                 ("RATIO dyngan_grid ",), id="fleet_steps"),
     pytest.param(r"^python scripts/bench_metrics\.py$",
                  ["--extractors", "random_conv", "--n", "60", "--n-real", "60", "--repeats", "1"],
                  ("random_conv (", "RATIO random_conv_"), id="metrics"),
