@@ -236,59 +236,37 @@ def test_a_diverging_member_stops_or_rolls_back_alone(tmp_path, on_diverge):
     assert_same_run(tmp_path / "sane", tmp_path / "alone", rel=1e-9)
 
 
-# Regularizers that act member by member, each member with its own numbers.
-REGULARIZERS = {
+# Every regularizer that joins fleets, with what each of two members sets of its own
+# (member 1 also its own seed, learning rate and betas).
+JOINING = {
     "gradient_penalty": ("regularizer.gradient_penalty.weight=5",),
     "r1": ("regularizer.r1.gamma=3",),
     "dragan": ("regularizer.dragan.weight=4", "regularizer.dragan.c=0.3"),
     "weight_clip": ("regularizer.weight_clip.clip=0.05",),
     "label_smoothing": ("regularizer.label_smoothing.alpha=0.8",),
     "instance_noise": ("regularizer.instance_noise.std=0.3",),
+    "feature_matching": ("regularizer.feature_matching.weight=0.5",),
+    "diversity": ("regularizer.diversity.weight=0.3",),
+    "ema": ("regularizer.ema.decay=0.95",),
+    # structure only: D's packs, dropout's masks (each member's own stream), spectral
+    # norm's power iterations, layers comparing a member's samples with one another
+    "pacgan": (), "dropout": (), "spectral_norm": (), "minibatch_discrimination": (),
+    "minibatch_stddev": (),
 }
 
 
-@pytest.mark.parametrize("name", sorted(REGULARIZERS))
+def test_every_regularizer_that_joins_fleets_is_tested_here():
+    from ganrun.regularizers import REGULARIZERS
+
+    joining = {name for name in REGULARIZERS if REGULARIZERS[name].joins_fleets}
+    assert joining == {*JOINING, "unrolled"}  # unrolled: its own test below
+
+
+@pytest.mark.parametrize("name", sorted(JOINING))
 def test_a_regularizer_acts_on_each_member_as_on_its_standalone_run(tmp_path, name):
     common = (*(o for o in EXACT if not o.startswith("train.steps")), "train.steps=100",
               f"regularizer=[{name}]")
-    members = [MEMBERS[0], (*MEMBERS[1], *REGULARIZERS[name])]
-    cfgs = _cfgs(common, members)
-    run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
-    for k in (0, 1):
-        run(cfgs[k], tmp_path / f"alone{k}")
-        assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=1e-9)
-
-
-# Regularizers that change what D sees or what samples: PacGAN's packs, dropout's masks
-# (each member's drawn from its own stream), EMA's average (each member's own decay).
-STRUCTURAL = {"pacgan": ((), ()), "dropout": ((), ()), "spectral_norm": ((), ()),
-              "ema": ((), ("regularizer.ema.decay=0.95",))}
-
-
-@pytest.mark.parametrize("name", sorted(STRUCTURAL))
-def test_a_regularizer_that_reshapes_the_networks_joins_a_fleet(tmp_path, name):
-    common = (*(o for o in EXACT if not o.startswith("train.steps")), "train.steps=100",
-              f"regularizer=[{name}]")
-    members = [(*m, *own) for m, own in zip(MEMBERS, STRUCTURAL[name], strict=True)]
-    cfgs = _cfgs(common, members)
-    run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
-    for k in (0, 1):
-        run(cfgs[k], tmp_path / f"alone{k}")
-        assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=1e-9)
-
-
-# Regularizers that compare a member's samples with one another (its own only).
-WITHIN_BATCH = {"minibatch_discrimination": ((), ()), "minibatch_stddev": ((), ()),
-                "feature_matching": ((), ("regularizer.feature_matching.weight=0.5",)),
-                "diversity": ((), ("regularizer.diversity.weight=0.3",))}
-
-
-@pytest.mark.parametrize("name", sorted(WITHIN_BATCH))
-def test_a_regularizer_comparing_samples_compares_each_member_own(tmp_path, name):
-    common = (*(o for o in EXACT if not o.startswith("train.steps")), "train.steps=100",
-              f"regularizer=[{name}]")
-    members = [(*m, *own) for m, own in zip(MEMBERS, WITHIN_BATCH[name], strict=True)]
-    cfgs = _cfgs(common, members)
+    cfgs = _cfgs(common, [MEMBERS[0], (*MEMBERS[1], *JOINING[name])])
     run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
     for k in (0, 1):
         run(cfgs[k], tmp_path / f"alone{k}")
