@@ -215,6 +215,16 @@ def hydra_value(value: str) -> str:
 
 
 
+def sweep_checkpoint(ckpt_path: str | None, job_dir_name: str) -> str | None:
+    """`ckpt_path=<a sweep's directory>` in a sweep: the job directory of the same name
+    there (the same job number and overrides: ckpt_path is not in a job's name), whose
+    checkpoint the job resumes; any other value as it is."""
+    if not ckpt_path:
+        return ckpt_path
+    sweep = Path(str(ckpt_path)).expanduser()
+    return str(sweep / job_dir_name) if (sweep / SWEEP_CONFIG).is_file() else ckpt_path
+
+
 def resume_command(overrides: list[str], checkpoint: str | Path) -> str:
     """The command that resumes a run from `checkpoint`: its own `overrides` (in place of
     any ckpt_path it had) and the checkpoint, quoted for Hydra, the line for the shell."""

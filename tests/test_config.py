@@ -93,3 +93,12 @@ def test_metric_names_are_read_in_any_case():
     assert names_list("FID,KID") == ["fid", "kid"]  # ganrun-eval names=
     with pytest.raises(UserError, match=r"^names: 'fide' is not supported; valid: fid, kid"):
         names_list("fide")
+
+
+def test_metrics_none_wins_over_a_protocols_own_metrics():
+    """A protocol names its metrics (protocol=dyngan_grid: modes); metrics=none on the
+    command line still turns them off, as the README promises for the command line."""
+    cfg, _ = compose_cfg("protocol=dyngan_grid")
+    assert list(cfg.metrics.names) == ["modes"]
+    cfg, _ = compose_cfg("protocol=dyngan_grid", "metrics=none")
+    assert list(cfg.metrics.names) == []

@@ -118,3 +118,43 @@ def test_sigterm_stops_a_fleet_with_every_member_saved_and_the_printed_command_r
     assert "restored generator step" in again.stderr + again.stdout
     assert [(j["status"], j["g_steps"]) for j in jobs(resumed).values()] == [
         ("finished", step + 20)] * 3
+
+
+def test_the_launcher_settings_are_checked_once_before_any_job(tmp_path):
+    for setting, message in [("fleet.devices=2", "ganrun: error: fleet.devices=2: fleets train on "
+                                                 "one device for now"),
+                             ("fleet.size=0", "ganrun: error: fleet.size=0: must be"),
+                             ("fleet.size=abc", "ganrun: error: fleet.size=abc: must be an "
+                                                "integer >= 1")]:
+        proc = ganrun("-m", *SHORT, "seed=0,1", "hydra/launcher=fleet", setting,
+                      f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert proc.stderr.count("ganrun: error:") == 1 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not list((tmp_path / "s").glob("*/metrics.json"))
+    proc = ganrun(*SHORT, "metrics=none", "hydra/launcher=fleet", "train.steps=2",
+                  f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ganrun: note: hydra/launcher=fleet trains a sweep's jobs together" in proc.stderr
+
+
+def test_a_sweep_directory_as_ckpt_path_resumes_each_job_under_any_launcher(tmp_path):
+    """ckpt_path=<sweep dir> gives each job its namesake's checkpoint (basic launcher
+    here; the fleet's: the SIGTERM test); a member's directory, with its `=` and
+    commas, is taken as the path it is."""
+    first = tmp_path / "first"
+    proc = ganrun("-m", *SHORT, "metrics=none", "seed=0,1", "train.steps=10",
+                  f"hydra.sweep.dir={first}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = ganrun("-m", *SHORT, "metrics=none", "seed=0,1", "train.steps=20",
+                   f"ckpt_path={first}", f"hydra.sweep.dir={tmp_path / 'again'}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("Restored all states") + again.stderr.count("Restored all states") == 2
+    assert [(j["status"], j["g_steps"]) for j in jobs(tmp_path / "again").values()] == [
+        ("finished", 20)] * 2
+    (job,) = [p for p in first.iterdir() if p.name.startswith("1_")]
+    assert "=" in job.name
+    alone = ganrun(*SHORT, "metrics=none", "seed=1", "train.steps=15", f"ckpt_path={job}",
+                   f"hydra.run.dir={tmp_path / 'alone'}", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert json.loads((tmp_path / "alone" / "metrics.json").read_text())["g_steps"] == 15

@@ -288,3 +288,26 @@ def test_unrolled_members_share_their_optimizer_numbers_and_unroll_their_own_d(t
     with pytest.raises(UserError, match=r"differ in structure: optim\.betas=\[0\.5, 0\.999\] and "
                                         r"optim\.betas=\[0\.6, 0\.99\]"):
         run_fleet(_cfgs(common, MEMBERS), [tmp_path / "mixed0", tmp_path / "mixed1"])
+
+
+def test_a_member_resumed_at_its_budget_trains_no_step_and_one_without_a_checkpoint_fails_alone(
+        tmp_path):
+    common = ("trainer.accelerator=cpu", "dataset=ring8", "model.hidden_dims=[32,32]",
+              "train.ckpt_every=10", "log.every=10", "log.sample_every=10", "metrics=none")
+    run_fleet(_cfgs((*common, "train.steps=10"), MEMBERS), [tmp_path / "a0", tmp_path / "a1"])
+    run(compose_cfg(*common, "train.steps=20", *MEMBERS[0], f"ckpt_path={tmp_path / 'a0'}")[0],
+        tmp_path / "c0")  # member 0 alone to step 20
+    before = _stacked_states(tmp_path / "c0")["state_dict"]
+    # member 0 resumes at its budget, member 1 at step 10, member 2's checkpoint is gone
+    own = [(*MEMBERS[0], f"ckpt_path={tmp_path / 'c0'}"), (*MEMBERS[1], f"ckpt_path={tmp_path / 'a1'}"),
+           ("seed=2", f"ckpt_path={tmp_path / 'gone'}")]
+    results = run_fleet(_cfgs((*common, "train.steps=20"), own),
+                        [tmp_path / "b0", tmp_path / "b1", tmp_path / "b2"])
+    assert [(r["status"], r["g_steps"]) for r in results] == [
+        ("finished", 20), ("finished", 20), ("failed", 0)]
+    assert "ckpt_path=" in results[2]["reason"] and "fleet" not in results[2]
+    assert results[1]["fleet"] == {"size": 2, "member": 1, "members": ["b0", "b1"]}
+    assert results[0]["images_seen"] == results[1]["images_seen"]
+    after = _stacked_states(tmp_path / "c0")["state_dict"]  # member 0 trained no step
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not (tmp_path / "b0" / "checkpoints").exists()

@@ -83,6 +83,22 @@ def quiet_libraries() -> None:
 # --- `~` in values -------------------------------------------------------------------
 
 
+def quote_paths(args: list[str]) -> list[str]:
+    """`ckpt_path=<an existing file or directory>` as the path it is: a sweep job's
+    directory holds `=`, `,` and brackets, which Hydra's grammar reads as syntax; such
+    a value is quoted for it (one already quoted is left alone)."""
+    from ganrun.outputs import hydra_value
+
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") == "ckpt_path" and value[:1] not in ("'", '"') \
+                and os.path.exists(os.path.expanduser(value)):
+            arg = f"{key}={hydra_value(value)}"
+        out.append(arg)
+    return out
+
+
 def expand_home(args: list[str]) -> list[str]:
     """`key=~/data` as typed: the shell leaves a `~` after `=` alone and Hydra's
     grammar refuses it, so each comma-separated value starting with `~` is expanded
@@ -209,6 +225,15 @@ def _first(value: str) -> str:
 
 
 # --- launchers -----------------------------------------------------------------------
+
+
+def launcher_note(args: list[str]) -> str | None:
+    """A line when the launcher asked for does nothing here (a single run)."""
+    launcher = next((a.split("=", 1)[1] for a in args if _key_of(a) == "hydra/launcher"), None)
+    if launcher == "fleet" and not {"-m", "--multirun"} & set(args):
+        return ("ganrun: note: hydra/launcher=fleet trains a sweep's jobs together (ganrun -m "
+                "...); this single run trains alone")
+    return None
 
 
 def check_launcher(args: list[str]) -> str | None:

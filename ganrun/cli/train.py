@@ -13,7 +13,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ganrun.config.compose import compose_config, safe_name  # noqa: F401  (registers the resolver)
+from ganrun.config.compose import (  # noqa: F401  (safe_name registers the resolver)
+    compose_config,
+    honour_choices,
+    safe_name,
+)
 from ganrun.errors import DivergedError, Interrupted, ObjectiveError, PeerDied, UserError
 
 log = logging.getLogger("ganrun")
@@ -32,6 +36,14 @@ def _train(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    honour_choices(cfg, dict(hydra_cfg.runtime.choices))
+    if multirun:  # ckpt_path=<a sweep's directory>: this job's namesake's checkpoint
+        from omegaconf import open_dict
+
+        from ganrun.outputs import sweep_checkpoint
+
+        with open_dict(cfg):
+            cfg.ckpt_path = sweep_checkpoint(cfg.get("ckpt_path"), os.path.basename(run_dir))
     try:
         cfg = validate(cfg)
     except UserError as e:
@@ -179,10 +191,12 @@ def main() -> None:
         expand_home,
         explain,
         help_text,
+        launcher_note,
         quiet_libraries,
+        quote_paths,
     )
 
-    args = expand_home(sys.argv[1:])
+    args = quote_paths(expand_home(sys.argv[1:]))
     tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         if "-h" in args or "--help" in args:
@@ -191,6 +205,9 @@ def main() -> None:
         problem = check_launcher(args)
         if problem:
             _stop(problem)
+        note = launcher_note(args)
+        if note:
+            print(note, file=sys.stderr)
         sys.argv[1:] = args
         quiet_libraries()  # before Hydra: a sweeper (Optuna) logs before any job
         os.environ[TRACEBACKS] = "1" if tracebacks else "0"

@@ -67,6 +67,15 @@ def root_keys() -> list[str]:
     return [k for k in yaml.safe_load(text) if k not in HIDDEN_KEYS and k not in groups]
 
 
+def honour_choices(cfg: DictConfig, choices: dict) -> None:
+    """`metrics=none` turns metrics off also where a preset's own metrics block (a
+    protocol's `metrics.names`) would name some: the choice wins, as anything on the
+    command line does."""
+    if choices.get("metrics") == "none" and cfg.metrics.names:
+        with open_dict(cfg):
+            cfg.metrics.names = []
+
+
 def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
     """The config `ganrun <overrides>` would run (Hydra's own keys removed) and the
     group choices: for scripts and tests that call `ganrun.training.run.run` directly."""
@@ -81,4 +90,5 @@ def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
+    honour_choices(cfg, choices)
     return cfg, choices

@@ -32,8 +32,9 @@ from hydra.core.utils import (
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ganrun.config.compose import honour_choices
 from ganrun.errors import Interrupted, UserError
-from ganrun.outputs import METRICS_FILE, SWEEP_CONFIG, resume_command, write_json
+from ganrun.outputs import METRICS_FILE, resume_command, sweep_checkpoint, write_json
 
 log = logging.getLogger("ganrun")
 
@@ -75,7 +76,8 @@ class MemberFormatter(logging.Formatter):
         super().__init__("[%(asctime)s][%(job)s][%(name)s][%(levelname)s] - %(message)s")
         self.jobs = jobs
         numbers = sorted(jobs.values())
-        self.fleet = f"fleet of jobs {numbers[0]}-{numbers[-1]}"
+        self.fleet = (f"fleet of jobs {numbers[0]}-{numbers[-1]}" if len(numbers) > 1
+                      else f"fleet of job {numbers[0]}")
 
     def format(self, record: logging.LogRecord) -> str:
         from ganrun.fleet.members import CURRENT
@@ -101,12 +103,10 @@ class FleetLauncherBase(Launcher):
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx
-            # ckpt_path=<a sweep's directory>: each job resumes its namesake there (the
-            # same job number and overrides: ckpt_path is not in the job's name)
-            ckpt = sweep_config.get("ckpt_path")
-            if ckpt and (Path(str(ckpt)).expanduser() / SWEEP_CONFIG).is_file():
-                subdir = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
-                sweep_config.ckpt_path = str(Path(str(ckpt)).expanduser() / subdir)
+            # ckpt_path=<a sweep's directory>: each job resumes its namesake there
+            subdir = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
+            sweep_config.ckpt_path = sweep_checkpoint(sweep_config.get("ckpt_path"), subdir)
+        honour_choices(sweep_config, dict(sweep_config.hydra.runtime.choices))
         return sweep_config
 
     def _alone(self, sweep_config: DictConfig) -> JobReturn:
@@ -138,10 +138,8 @@ class FleetLauncherBase(Launcher):
             except UserError as e:  # its own run says so, as under the basic launcher
                 tasks.append(task)
                 why[i] = str(e)
+        _check_settings(self.config.fleet)
         fleet = self.config.fleet
-        if int(fleet.devices) != 1:
-            raise UserError(f"fleet.devices={fleet.devices}: fleets train on one device for "
-                            "now; run one sweep per device (hydra.sweep.dir of its own)")
         groups = plan([t if why[i] is None else None for i, t in enumerate(tasks)],
                       int(fleet.size))
         log.info("Launching %d jobs as %d fleet(s) and %d job(s) alone", len(configs),
@@ -209,6 +207,26 @@ class FleetLauncherBase(Launcher):
                 handler.close()
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
+
+
+def _check_settings(fleet) -> None:
+    """fleet.size and fleet.devices, the launcher's own: one line and exit 1 before any
+    job starts, not one failure per job."""
+    from ganrun.config.schema import FleetConfig
+    from ganrun.ranges import check_ranges
+
+    try:
+        for key in ("size", "devices"):
+            value = fleet.get(key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"fleet.{key}={value}: must be an integer >= 1")
+        check_ranges(FleetConfig, {"size": fleet.size, "devices": fleet.devices}, "fleet.")
+        if fleet.devices != 1:
+            raise UserError(f"fleet.devices={fleet.devices}: fleets train on one device for now; "
+                            "run one sweep per device (each with hydra.sweep.dir of its own)")
+    except UserError as e:
+        print(f"ganrun: error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _member_logs(noted: list[_Noted], sweep_config: DictConfig) -> list[logging.Handler]:

@@ -129,10 +129,16 @@ class MemberCallbacks(Callback):
                     restore(member)
         if self.members[0].cfg.ckpt_path:
             self.fleet.share_regularizer_state(self.members[0].shell)
+        for k, member in enumerate(self.members):  # resumed at or past its budget: done,
+            if member.shell.g_steps >= member.shell.max_steps:  # as its standalone run is
+                member.shell.finished, member.active = True, False
+                self.fleet.active[k] = False
         self._each("on_fit_start")
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._each("on_train_start")
+        if not any(member.active for member in self.members):
+            trainer.should_stop = True
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self._each("on_train_batch_start", None, batch_idx)

@@ -88,9 +88,9 @@ def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
     cfgs = [validate(cfg) for cfg in cfgs]
     check_fleet(cfgs)
     run_dirs = [Path(d) for d in run_dirs]
-    names = [d.name for d in run_dirs]
     started = time.perf_counter()
     members: list[Member] = []
+    results: list[dict] = []  # every job's metrics.json, in the order given
     stop = StopOnSignals()
     fleet = None
     with stop, warnings.catch_warnings():
@@ -105,13 +105,26 @@ def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
             chosen = choices_of(cfg, given)
             result = {"status": "running", "reason": None, "g_steps": 0, "images_seen": 0,
                       "choices": chosen, "seed": cfg.seed, "pid": os.getpid(),
-                      "host": socket.gethostname(),
-                      "fleet": {"size": len(cfgs), "member": k, "members": names}}
-            with _quiet_trainer():  # the fleet's own trainer says what hardware it uses
-                member = build_member(cfg, run_dir, chosen)
+                      "host": socket.gethostname()}
+            results.append(result)
+            try:
+                with _quiet_trainer():  # the fleet's own trainer says what hardware it uses
+                    member = build_member(cfg, run_dir, chosen)
+            except UserError as e:  # this job alone fails (a checkpoint that is not there)
+                result.update(status="failed", reason=str(e))
+                write_json(run_dir / METRICS_FILE, result)
+                token = CURRENT.set(run_dir.name)
+                log.error("%s: %s; the fleet goes on without it", run_dir.name, e)
+                CURRENT.reset(token)
+                continue
             member.result = result
-            write_json(run_dir / METRICS_FILE, result)
             members.append(member)
+        if not members:
+            return results
+        names = [m.name for m in members]
+        for k, member in enumerate(members):  # a job killed outright stays "running"
+            member.result["fleet"] = {"size": len(members), "member": k, "members": names}
+            write_json(member.run_dir / METRICS_FILE, member.result)
         fleet = FleetModule([m.shell for m in members], [m.stream for m in members])
         stop.attach(fleet)
         first = cfgs[0]
@@ -140,7 +153,7 @@ def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
     if interrupted:  # every member's metrics.json says so; the caller says how to resume
         raise Interrupted(stop.name, stop.number, max(m.shell.g_steps for m in interrupted),
                           None)
-    return [m.result for m in members]
+    return results
 
 
 def _finish(member: Member, fleet, stop, wall: float, outcomes) -> None:
@@ -165,7 +178,7 @@ def _finish(member: Member, fleet, stop, wall: float, outcomes) -> None:
     token = CURRENT.set(member.name)  # the member's line, in its own log
     log.info("%s: %d generator steps, %d images in %.1f s (a fleet of %d); outputs in %s",
              result["status"], result["g_steps"], result["images_seen"], wall,
-             result["fleet"]["size"], member.run_dir)
+             len(fleet.shells) if fleet is not None else 1, member.run_dir)
     CURRENT.reset(token)
 
 
