@@ -83,6 +83,8 @@ def refusal(cfg: DictConfig) -> str | None:
         if callback is not None and callback.get("_target_") not in CALLBACKS:
             return f"callbacks.{name} ({callback.get('_target_')})"
     trainer = cfg.trainer
+    if str(trainer.get("precision")) in ("16-mixed", "16", "16-true"):
+        return f"trainer.precision={trainer.precision} (float16 needs a loss scaler per member)"
     if trainer.get("strategy") not in (None, "auto") or trainer.get("num_nodes", 1) != 1 \
             or trainer.get("devices") not in (1, "auto"):
         return "trainer (fleets train in one process on one device)"
