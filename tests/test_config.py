@@ -102,3 +102,6 @@ def test_metrics_none_wins_over_a_protocols_own_metrics():
     assert list(cfg.metrics.names) == ["modes"]
     cfg, _ = compose_cfg("protocol=dyngan_grid", "metrics=none")
     assert list(cfg.metrics.names) == []
+    # metrics.names on the command line wins over both
+    cfg, _ = compose_cfg("protocol=dyngan_grid", "metrics=none", "metrics.names=[modes]")
+    assert list(cfg.metrics.names) == ["modes"]

@@ -36,7 +36,7 @@ def _train(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    honour_choices(cfg, dict(hydra_cfg.runtime.choices))
+    honour_choices(cfg, dict(hydra_cfg.runtime.choices), [str(o) for o in hydra_cfg.overrides.task])
     if multirun:  # ckpt_path=<a sweep's directory>: this job's namesake's checkpoint
         from omegaconf import open_dict
 

@@ -67,11 +67,12 @@ def root_keys() -> list[str]:
     return [k for k in yaml.safe_load(text) if k not in HIDDEN_KEYS and k not in groups]
 
 
-def honour_choices(cfg: DictConfig, choices: dict) -> None:
+def honour_choices(cfg: DictConfig, choices: dict, overrides: list[str]) -> None:
     """`metrics=none` turns metrics off also where a preset's own metrics block (a
     protocol's `metrics.names`) would name some: the choice wins, as anything on the
-    command line does."""
-    if choices.get("metrics") == "none" and cfg.metrics.names:
+    command line does (a `metrics.names=` given there too wins over both)."""
+    named = any(o.lstrip("+~").startswith("metrics.names") for o in overrides)
+    if choices.get("metrics") == "none" and cfg.metrics.names and not named:
         with open_dict(cfg):
             cfg.metrics.names = []
 
@@ -90,5 +91,5 @@ def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    honour_choices(cfg, choices)
+    honour_choices(cfg, choices, list(overrides))
     return cfg, choices

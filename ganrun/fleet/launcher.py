@@ -106,7 +106,8 @@ class FleetLauncherBase(Launcher):
             # ckpt_path=<a sweep's directory>: each job resumes its namesake there
             subdir = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
             sweep_config.ckpt_path = sweep_checkpoint(sweep_config.get("ckpt_path"), subdir)
-        honour_choices(sweep_config, dict(sweep_config.hydra.runtime.choices))
+        honour_choices(sweep_config, dict(sweep_config.hydra.runtime.choices),
+                       [str(o) for o in sweep_config.hydra.overrides.task])
         return sweep_config
 
     def _alone(self, sweep_config: DictConfig) -> JobReturn:
