@@ -241,7 +241,7 @@ class FleetModule(GANModule):
             shell._device = self.device
 
     def configure_optimizers(self):
-        return None  # stacked, made at on_train_start with the members' own
+        return None  # stacked ones, made with the members' own in prepare_members
 
     def on_train_start(self) -> None:
         for reg in self.regularizers:
