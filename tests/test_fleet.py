@@ -260,7 +260,7 @@ def test_an_optimizer_that_cannot_join_a_fleet_is_named():
 @pytest.mark.parametrize("overrides,named", [
     (("model=resnet",), "model=resnet"),
     (("optim=adagrad",), "optim=adagrad"),
-    (("regularizer=[historical_averaging]",), "regularizer=historical_averaging"),
+    (("regularizer=[experience_replay]",), "regularizer=experience_replay"),
     (("trainer.precision=16-mixed",), "trainer.precision=16-mixed"),
     (("+callbacks.mine._target_=pytorch_lightning.callbacks.LearningRateMonitor",),
      "callbacks.mine"),
@@ -278,6 +278,6 @@ def test_jobs_are_grouped_by_structure_in_fleets_of_at_most_size():
 
     jobs = [validate(compose_cfg(*FAST, *o)[0]) for o in [
         ("seed=0",), ("seed=1", "optim.lr_g=1e-3"), ("loss=hinge",), ("seed=2",),
-        ("regularizer=[historical_averaging]",), ("loss=hinge", "seed=1"), ("seed=3",)]]
+        ("regularizer=[experience_replay]",), ("loss=hinge", "seed=1"), ("seed=3",)]]
     assert plan(jobs, size=3) == [[0, 1, 3], [2, 5], [4], [6]]
     assert plan([*jobs[:2], None], size=16) == [[0, 1], [2]]  # None: could not be composed

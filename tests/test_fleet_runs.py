@@ -248,6 +248,7 @@ JOINING = {
     "feature_matching": ("regularizer.feature_matching.weight=0.5",),
     "diversity": ("regularizer.diversity.weight=0.3",),
     "ema": ("regularizer.ema.decay=0.95",),
+    "historical_averaging": ("regularizer.historical_averaging.weight=0.01",),
     # structure only: D's packs, dropout's masks (each member's own stream), spectral
     # norm's power iterations, layers comparing a member's samples with one another
     "pacgan": (), "dropout": (), "spectral_norm": (), "minibatch_discrimination": (),
@@ -262,15 +263,22 @@ def test_every_regularizer_that_joins_fleets_is_tested_here():
     assert joining == {*JOINING, "unrolled"}  # unrolled: its own test below
 
 
+# Historical averaging sums the squares of every weight's distance to its average: the
+# stacked sum adds them in another order than the member's own (1e-13 in float64), which
+# 100 GAN steps amplify to 1e-7 in its penalty and tip a count of samples near modes.
+LOOSER = {"historical_averaging": (1e-6, ("loss/", "D/"))}
+
+
 @pytest.mark.parametrize("name", sorted(JOINING))
 def test_a_regularizer_acts_on_each_member_as_on_its_standalone_run(tmp_path, name):
     common = (*(o for o in EXACT if not o.startswith("train.steps")), "train.steps=100",
               f"regularizer=[{name}]")
     cfgs = _cfgs(common, [MEMBERS[0], (*MEMBERS[1], *JOINING[name])])
     run_fleet(cfgs, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    rel, tags = LOOSER.get(name, (1e-9, ("",)))
     for k in (0, 1):
         run(cfgs[k], tmp_path / f"alone{k}")
-        assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=1e-9)
+        assert_same_run(tmp_path / f"fleet{k}", tmp_path / f"alone{k}", rel=rel, tags=tags)
 
 
 def test_unrolled_members_share_their_optimizer_numbers_and_unroll_their_own_d(tmp_path):
@@ -311,3 +319,30 @@ def test_a_member_resumed_at_its_budget_trains_no_step_and_one_without_a_checkpo
     after = _stacked_states(tmp_path / "c0")["state_dict"]  # member 0 trained no step
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not (tmp_path / "b0" / "checkpoints").exists()
+
+
+def test_a_regularizer_state_of_its_own_is_each_member_checkpoint_and_resumes(tmp_path):
+    """Historical averaging keeps an average of every weight: each member's checkpoint
+    holds its own part (its size, its values), and a fleet resumed from them (float64)
+    ends where each member's standalone run does."""
+    common = (*(o for o in EXACT if not o.startswith("train.steps")),
+              "regularizer=[historical_averaging,ema]")
+    members = [MEMBERS[0], (*MEMBERS[1], "regularizer.historical_averaging.weight=0.01")]
+    half = _cfgs((*common, "train.steps=100"), members)
+    run_fleet(half, [tmp_path / "half0", tmp_path / "half1"])
+    saved = _stacked_states(tmp_path / "half1")["ganrun"]["regularizers"]
+    weights = _stacked_states(tmp_path / "half1")["state_dict"]
+    averages = saved["historical_averaging"]["averages"]["D"]
+    assert [tuple(a.shape) for a in averages] == [
+        tuple(v.shape) for k, v in weights.items() if k.startswith("D.")]
+    assert saved["historical_averaging"]["counts"]["D"] == 100
+    assert saved["ema"]["updates"] == 100
+    resumed = _cfgs((*common, "train.steps=200"),
+                    [(*m, f"ckpt_path={tmp_path / f'half{k}'}") for k, m in enumerate(members)])
+    run_fleet(resumed, [tmp_path / "fleet0", tmp_path / "fleet1"])
+    for k in (0, 1):
+        run(_cfgs((*common, "train.steps=200"), members[k:k + 1])[0], tmp_path / f"alone{k}")
+        fleet = json.loads((tmp_path / f"fleet{k}" / "metrics.json").read_text())
+        alone = json.loads((tmp_path / f"alone{k}" / "metrics.json").read_text())
+        _close(fleet["losses"], alone["losses"], 1e-9, ("losses",))
+        _close(fleet["metrics"], alone["metrics"], 1e-9, ("metrics",))

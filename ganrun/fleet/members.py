@@ -25,11 +25,31 @@ import torch
 from pytorch_lightning import Callback
 
 from ganrun.errors import DivergedError, UserError
+from ganrun.training.module import GANModule
 
 log = logging.getLogger("ganrun")
 
 # The member whose callbacks are running (its job directory's name), for log records.
 CURRENT = contextvars.ContextVar("ganrun_fleet_member", default=None)
+
+
+class MemberModule(GANModule):
+    """A fleet's member: a GANModule (its weights views of the fleet's stack) whose
+    regularizers' state is the fleet's, member k's part of it, given to it before its
+    checkpoint is written and taken back after one is loaded (a resume, a roll-back)."""
+
+    fleet = None  # the FleetModule, once there is one
+    index = 0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.fleet is not None:
+            self.fleet.give_member_state(self.index)
+        super().on_save_checkpoint(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.fleet is not None:
+            self.fleet.take_member_state(self.index)
 
 
 @dataclass
@@ -74,7 +94,8 @@ def build_member(cfg, run_dir: Path, choices: dict | None) -> Member:
     from ganrun.training.run import build, check_writable
 
     check_writable(run_dir)
-    module, trainer, datamodule, _ = build(cfg, run_dir, choices, write=True)
+    module, trainer, datamodule, _ = build(cfg, run_dir, choices, write=True,
+                                           module_class=MemberModule)
     if cfg.ckpt_path:
         check_fits(checked_ckpt_path(cfg.ckpt_path), cfg.ckpt_path, module)
     stream = torch.Generator()
@@ -127,8 +148,6 @@ class MemberCallbacks(Callback):
             if member.cfg.ckpt_path:
                 with member_stream(member):
                     restore(member)
-        if self.members[0].cfg.ckpt_path:
-            self.fleet.share_regularizer_state(self.members[0].shell)
         for k, member in enumerate(self.members):  # resumed at or past its budget: done,
             if member.shell.g_steps >= member.shell.max_steps:  # as its standalone run is
                 member.shell.finished, member.active = True, False

@@ -30,6 +30,7 @@ from ganrun.batch import members
 from ganrun.fleet.layers import STACKED, member_view
 from ganrun.fleet.optim import link_member_optimizer, stacked_optimizer
 from ganrun.fleet.stack import stack_models
+from ganrun.regularizers.base import Regularizer
 from ganrun.samples import sample_latent
 from ganrun.stepstats import StepStatistics
 from ganrun.training.module import GANModule
@@ -192,6 +193,8 @@ class FleetModule(GANModule):
             super().__init__(first.cfg, first.data_shape,
                              num_classes=first.num_classes if not first.labeller else 0)
         self.__dict__["shells"] = list(shells)  # not submodules: their weights are ours
+        for k, shell in enumerate(shells):  # (ganrun.fleet.members.MemberModule)
+            shell.__dict__["fleet"], shell.index = self, k
         self.members = len(shells)
         self.streams = streams
         self.G = stack_models([s.G for s in shells])
@@ -322,17 +325,41 @@ class FleetModule(GANModule):
             shell.finished = shell.g_steps >= shell.max_steps
             shell.stopping = shell.finished or self.stopping
             shell.checkpoint_now = self.checkpoint_now
-        self.share_regularizer_state()
 
-    def share_regularizer_state(self, source: GANModule | None = None) -> None:
-        """The regularizers' own state (counts of updates, of calls: one for all
-        members) from the fleet's into each member's, so that its checkpoint holds
-        it; with `source`, from that member's into the fleet's (a resumed fleet)."""
-        for i, reg in enumerate(self.regularizers):
-            if source is not None:
-                reg.load_state_dict(source.regularizers[i].state_dict())
-                continue
-            state = reg.state_dict()
+    # --- the regularizers' own state, member by member ----------------------------------
+
+    def _part(self, k: int, copy: bool):
+        """part(param, t): member k's part of a tensor shaped like a stacked parameter."""
+        if not hasattr(self, "_places"):
+            self._places = {id(tensor): (layer, name)
+                            for net in (self.G, self.D, self.G_sampler) if net is not None
+                            for layer, name, tensor, _ in stacked_pairs(net, net)}
+
+        def part(param: Tensor, t: Tensor) -> Tensor:
+            layer, name = self._places[id(param)]
+            view = member_view(layer, name, t, k)
+            return view.clone(memory_format=torch.contiguous_format) if copy else view
+        return part
+
+    def give_member_state(self, k: int) -> None:
+        """Member k's part of the regularizers' state into its own regularizers (before
+        its checkpoint is written: callbacks.checkpoint)."""
+        part = self._part(k, copy=True)
+        for reg, own in zip(self.regularizers, self.shells[k].regularizers, strict=True):
+            state = reg.member_state(part)
             if state:
-                for shell in self.shells:
-                    shell.regularizers[i].load_state_dict(state)
+                own.load_state_dict(state)
+
+    def take_member_state(self, k: int) -> None:
+        """Member k's regularizers' state into its part of the fleet's (after its
+        checkpoint was loaded: a resumed fleet, a member's roll-back). State the members
+        share (counts of updates) is taken when the fleet resumes, not at one member's
+        roll-back, which would move the others: that member then goes on with the
+        fleet's counts."""
+        part = self._part(k, copy=False)
+        resuming = self.g_steps == 0
+        for reg, own in zip(self.regularizers, self.shells[k].regularizers, strict=True):
+            state = own.state_dict()
+            shared = type(reg).load_member_state is Regularizer.load_member_state
+            if state and (resuming or not shared):
+                reg.load_member_state(state, part)

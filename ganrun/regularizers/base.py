@@ -36,6 +36,7 @@ field MISSING: configs/regularizer/<name>.yaml holds the defaults), its traits
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,17 @@ class Regularizer:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def member_state(self, part: Callable[[Tensor, Tensor], Tensor]) -> dict:
+        """In a fleet (ganrun.fleet): one member's state, what its checkpoint holds;
+        `part(param, t)` is that member's part (a copy) of a tensor `t` shaped like the
+        stacked parameter `param`. By default the whole state (counts the members share)."""
+        return self.state_dict()
+
+    def load_member_state(self, state: dict, part: Callable[[Tensor, Tensor], Tensor]) -> None:
+        """In a fleet: one member's `state` (its checkpoint's) into the fleet's own;
+        `part(param, t)` is that member's part of `t`, a view to write into."""
+        self.load_state_dict(state)
 
     @classmethod
     def hooks(cls) -> set[str]:

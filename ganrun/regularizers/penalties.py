@@ -121,6 +121,7 @@ class HistoricalAveraging(Regularizer):
     parameters (and on G's with generator: true)."""
 
     name = "historical_averaging"
+    joins_fleets, member_numbers = True, ("weight",)
 
     @dataclass
     class Config:
@@ -143,13 +144,15 @@ class HistoricalAveraging(Regularizer):
         if net not in self.averages:  # created lazily, on the parameters' device
             self.averages[net] = [p.detach().clone() for p in params]
         diffs = torch._foreach_sub(params, self.averages[net])
-        return self.weight * sum(d.pow(2).sum() for d in diffs)
+        return self.weight * sum(batch.total(d.pow(2)) for d in diffs)
 
     def d_penalty(self, ctx: StepContext) -> Tensor:
         return self._penalty("D")
 
     def g_penalty(self, ctx: StepContext) -> Tensor:
-        return self._penalty("G") if self.generator else ctx.fake_out.new_zeros(())
+        if self.generator:
+            return self._penalty("G")
+        return batch.mean(ctx.fake_out.new_zeros(ctx.fake_out.shape))
 
     @torch.no_grad()
     def _update(self, net: str) -> None:
@@ -170,3 +173,18 @@ class HistoricalAveraging(Regularizer):
 
     def load_state_dict(self, state: dict) -> None:
         self.averages, self.counts = state["averages"], state["counts"]
+
+    def member_state(self, part) -> dict:
+        return {"averages": {net: [part(p, a) for p, a in zip(self.nets[net], averages,
+                                                                strict=True)]
+                             for net, averages in self.averages.items()},
+                "counts": dict(self.counts)}
+
+    @torch.no_grad()
+    def load_member_state(self, state: dict, part) -> None:
+        for net, averages in state.get("averages", {}).items():
+            if net not in self.averages:
+                self.averages[net] = [p.detach().clone() for p in self.nets[net]]
+            for p, mine, saved in zip(self.nets[net], self.averages[net], averages, strict=True):
+                part(p, mine).copy_(saved)
+        self.counts = dict(state.get("counts", self.counts))

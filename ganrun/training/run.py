@@ -191,9 +191,10 @@ def _hydra_output_dir() -> str:
 
 
 def build(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
-          write: bool = True):
+          write: bool = True, module_class: type | None = None):
     """(module, trainer, datamodule, logger) for the validated `cfg`, writing in
-    `run_dir` (config.yaml and the HParams summaries unless `write` is false)."""
+    `run_dir` (config.yaml and the HParams summaries unless `write` is false); the
+    module a GANModule, or of `module_class` (a subclass: a fleet's member)."""
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -208,7 +209,7 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
     datamodule = GANDataModule(dataset, cfg.dataset.batch_size * samples_per_decision(cfg.regularizer),
                                cfg.optim.n_critic, cfg.seed, with_labels=cfg.model.conditional,
                                with_index=supplies_labels(cfg.regularizer))
-    module = GANModule(cfg, dataset.shape, num_classes=dataset.num_classes)
+    module = (module_class or GANModule)(cfg, dataset.shape, num_classes=dataset.num_classes)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="",
                                default_hp_metric=False, flush_secs=cfg.logger.flush_secs)
     if write:
