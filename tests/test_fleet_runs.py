@@ -148,9 +148,8 @@ def _stacked_states(run_dir):
 
 def test_sigterm_saves_every_member_and_the_resumed_fleet_matches_an_uninterrupted_one(
         tmp_path, monkeypatch):
-    """Float32, bit for bit: a fleet stopped by SIGTERM at step 7 and resumed from its
-    members' checkpoints ends where the uninterrupted fleet does; member 1's checkpoint
-    resumed alone (float64) ends where its standalone run does."""
+    """Float32, bit for bit: a fleet of 3 stopped by SIGTERM at step 7 and resumed from
+    its members' checkpoints ends where the uninterrupted fleet does."""
     import os
     import signal
 
@@ -160,7 +159,8 @@ def test_sigterm_saves_every_member_and_the_resumed_fleet_matches_an_uninterrupt
     common = ("trainer.accelerator=cpu", "dataset=ring8", "model.hidden_dims=[32,32]",
               "train.steps=12", "train.ckpt_every=5", "log.every=1", "log.sample_every=12",
               "metrics=none")
-    whole = run_fleet(_cfgs(common, MEMBERS), [tmp_path / "whole0", tmp_path / "whole1"])
+    three = [*MEMBERS, ("seed=2", "optim.lr_d=5e-4")]
+    whole = run_fleet(_cfgs(common, three), [tmp_path / f"whole{k}" for k in range(3)])
 
     original = FleetModule._g_step
 
@@ -171,17 +171,17 @@ def test_sigterm_saves_every_member_and_the_resumed_fleet_matches_an_uninterrupt
 
     monkeypatch.setattr(FleetModule, "_g_step", sigterm_during_step_7)
     with pytest.raises(Interrupted, match="SIGTERM at generator step 7"):
-        run_fleet(_cfgs(common, MEMBERS), [tmp_path / "cut0", tmp_path / "cut1"])
+        run_fleet(_cfgs(common, three), [tmp_path / f"cut{k}" for k in range(3)])
     monkeypatch.undo()
-    for k in (0, 1):
+    for k in range(3):
         cut = json.loads((tmp_path / f"cut{k}" / "metrics.json").read_text())
         assert cut["status"] == "interrupted" and cut["g_steps"] == 7, cut
         assert _stacked_states(tmp_path / f"cut{k}")["ganrun"]["g_steps"] == 7
 
     resumed = run_fleet(
-        _cfgs(common, [(*own, f"ckpt_path={tmp_path / f'cut{k}'}") for k, own in enumerate(MEMBERS)]),
-        [tmp_path / "resumed0", tmp_path / "resumed1"])
-    for k in (0, 1):
+        _cfgs(common, [(*own, f"ckpt_path={tmp_path / f'cut{k}'}") for k, own in enumerate(three)]),
+        [tmp_path / f"resumed{k}" for k in range(3)])
+    for k in range(3):
         assert resumed[k]["status"] == "finished" and resumed[k]["g_steps"] == 12
         assert resumed[k]["images_seen"] == whole[k]["images_seen"]
         assert resumed[k]["losses"] == whole[k]["losses"]
@@ -223,9 +223,10 @@ def test_a_diverging_member_stops_or_rolls_back_alone(tmp_path, on_diverge):
               "log.every=5", "log.sample_every=30", "metrics=none",
               f"train.on_diverge={on_diverge}", "train.max_restores=2")
     sane = ("seed=1", "optim.lr_d=0.01")
-    results = run_fleet(_cfgs(common, [("seed=0", "optim.lr_d=1e6"), sane]),
-                        [tmp_path / "wild", tmp_path / "sane"])
+    results = run_fleet(_cfgs(common, [("seed=0", "optim.lr_d=1e6"), sane, ("seed=2",)]),
+                        [tmp_path / "wild", tmp_path / "sane", tmp_path / "third"])
     wild = results[0]
+    assert results[2]["status"] == "finished" and results[2]["g_steps"] == 30
     if on_diverge == "stop":
         assert wild["status"] == "diverged" and "nan" in wild["reason"], wild
         assert wild["g_steps"] == wild["diverged_at"] < 30
