@@ -215,6 +215,15 @@ def hydra_value(value: str) -> str:
 
 
 
+def objective_value(result: dict, target: str) -> float:
+    """What a job returns to a sweeper (Optuna) for optimized_metric `target`: its last
+    value among the run's losses and metrics; nan unless the run finished."""
+    if result.get("status") != "finished":
+        return float("nan")
+    value = {**result.get("losses", {}), **result.get("metrics", {})}.get(target)
+    return float("nan") if value is None else float(value)
+
+
 def sweep_checkpoint(ckpt_path: str | None, job_dir_name: str) -> str | None:
     """`ckpt_path=<a sweep's directory>` in a sweep: the job directory of the same name
     there (the same job number and overrides: ckpt_path is not in a job's name), whose

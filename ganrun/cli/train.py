@@ -96,7 +96,9 @@ def _train(cfg: DictConfig) -> float | None:
              result["status"], result["g_steps"], result["images_seen"],
              result["wall_seconds"], run_dir)
     if objective:  # the value a sweeper (Optuna) optimises
-        return float({**result.get("losses", {}), **result.get("metrics", {})}[objective])
+        from ganrun.outputs import objective_value
+
+        return objective_value(result, objective)
     return None
 
 

@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
@@ -34,7 +33,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ganrun.config.compose import honour_choices
 from ganrun.errors import Interrupted, UserError
-from ganrun.outputs import METRICS_FILE, resume_command, sweep_checkpoint, write_json
+from ganrun.outputs import (
+    METRICS_FILE,
+    objective_value,
+    resume_command,
+    sweep_checkpoint,
+    write_json,
+)
 
 log = logging.getLogger("ganrun")
 
@@ -179,7 +184,8 @@ class FleetLauncherBase(Launcher):
             results = run_fleet([n.cfg for n in noted], [n.run_dir for n in noted],
                                 hydra_cfgs=[n.hydra_cfg for n in noted])
             for i, note, result in zip(group, noted, results, strict=True):
-                returns[i].return_value = _objective(note.cfg, result)
+                target = note.cfg.get("optimized_metric")
+                returns[i].return_value = objective_value(result, target) if target else None
                 returns[i].status = JobStatus.COMPLETED
         except Interrupted as e:
             # Every member saved its checkpoint: the sweep's own command, with ckpt_path
@@ -246,15 +252,3 @@ def _member_logs(noted: list[_Noted], sweep_config: DictConfig) -> list[logging.
         root.addHandler(handler)
         handlers.append(handler)
     return handlers
-
-
-def _objective(cfg: DictConfig, result: dict[str, Any]) -> float | None:
-    """What the job returns to a sweeper: optimized_metric's last value (nan if the
-    member did not finish)."""
-    target = cfg.get("optimized_metric")
-    if not target:
-        return None
-    if result.get("status") != "finished":
-        return float("nan")
-    value = result.get("metrics", {}).get(str(target).removeprefix("metrics/"))
-    return float("nan") if value is None else float(value)

@@ -44,8 +44,10 @@ class FleetStatistics(StepStatistics):
         super().__init__()
         self.members = members
         self._means: tuple[list[str], Tensor] | None = None
+        self._finite: list[bool] | None = None  # per member, since the last step
 
     def end_step(self) -> None:
+        self._finite = None
         if self._means is not None:  # read after the last step: start the sums again
             self._sums.clear()
             self._counts.clear()
@@ -61,11 +63,17 @@ class FleetStatistics(StepStatistics):
         return self._means
 
     def member_finite(self, k: int) -> bool:
-        return all(bool(torch.isfinite(total[:, k]).all()) for total in self._sums.values())
+        """Whether member k's sums are finite: one host sync for all members."""
+        if self._finite is None:
+            flags = [torch.isfinite(total).reshape(total.shape[0], self.members).all(0)
+                     for total in self._sums.values()]
+            self._finite = (torch.stack(flags).all(0).tolist() if flags
+                            else [True] * self.members)
+        return self._finite[k]
 
     def clear(self) -> None:
         super().clear()
-        self._means = None
+        self._means = self._finite = None
 
 
 class MemberStatistics(StepStatistics):

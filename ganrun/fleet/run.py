@@ -194,10 +194,9 @@ def _quiet_trainer():
 
 
 def _quiet() -> None:
+    from ganrun.training.run import ignore_known_warnings
+
+    ignore_known_warnings()
     # The fleet's optimizers are its own (stacked); the members' are made at fit start.
     warnings.filterwarnings("ignore", ".*configure_optimizers.*returned.*None.*")
-    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
-    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
-    warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")

@@ -59,20 +59,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
             if primary:  # a job killed outright stays "running"
                 write_json(run_dir / METRICS_FILE, result)
             result["status"] = "failed"
-            # ganrun logs every log.every generator steps itself, not through Lightning.
-            warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
-            # Raised inside Lightning's own pytree helper on newer torch; nothing to act on.
-            warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
-            # Lightning's all_gather (DDP) goes through a torch function deprecated in 2.10.
-            warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
-            # A regularizer's copy of G that samples (an average of its weights) stays in
-            # eval mode on purpose.
-            warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
-            # Wrong here: the data stream restarts exactly at the checkpoint's step
-            # (InMemoryBatches starts from g_steps; tests/test_faults.py's
-            # test_sigterm_saves_and_the_resumed_run_matches_an_uninterrupted_one
-            # checks the resumed run bit for bit).
-            warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+            ignore_known_warnings()
             ckpt_path = checked_ckpt_path(cfg.ckpt_path)
             module, trainer, datamodule, _ = build(cfg, run_dir, choices, write=primary)
             if ckpt_path:
@@ -128,6 +115,25 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
         if primary:
             write_json(run_dir / METRICS_FILE, result)
     return result
+
+
+def ignore_known_warnings() -> None:
+    """Lightning's and torch's warnings that say nothing to act on in a ganrun run (in
+    a `warnings.catch_warnings()` block)."""
+    # ganrun logs every log.every generator steps itself, not through Lightning.
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+    # Raised inside Lightning's own pytree helper on newer torch; nothing to act on.
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+    # Lightning's all_gather (DDP) goes through a torch function deprecated in 2.10.
+    warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
+    # A regularizer's copy of G that samples (an average of its weights) stays in
+    # eval mode on purpose.
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
+    # Wrong here: the data stream restarts exactly at the checkpoint's step
+    # (InMemoryBatches starts from g_steps; tests/test_faults.py's
+    # test_sigterm_saves_and_the_resumed_run_matches_an_uninterrupted_one
+    # checks the resumed run bit for bit).
+    warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
 
 
 def _outcomes(trainer, module) -> dict[str, Any]:
