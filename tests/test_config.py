@@ -88,7 +88,7 @@ def test_metric_names_are_read_in_any_case():
     assert list(checked.metrics.names) == ["fid", "kid", "pr"] and checked.optimized_metric == "fid"
     cfg, _ = compose_cfg("metrics.names=[fid,nope]")
     with pytest.raises(UserError, match=r"^metrics.names: 'nope' is not supported; valid: fid, "
-                                        r"kid, is, pr, dc, class_coverage, modes, ppl$"):
+                                        r"kid, is, pr, dc, class_coverage, modes, ppl, stacked_modes$"):
         schema.validate(cfg)
     assert names_list("FID,KID") == ["fid", "kid"]  # ganrun-eval names=
     with pytest.raises(UserError, match=r"^names: 'fide' is not supported; valid: fid, kid"):

@@ -17,7 +17,7 @@ from ganrun.callbacks.base import EveryNSteps, run_dir, share_buffers
 from ganrun.metrics.registry import METRICS
 from ganrun.metrics.state import GeneratedFeatures
 from ganrun.outputs import METRICS_LOG, append_jsonl
-from ganrun.samples import generate
+from ganrun.samples import generate, save_png
 from ganrun.samples import noise as sample_noise
 
 log = logging.getLogger("ganrun")
@@ -78,7 +78,7 @@ class Metrics(EveryNSteps):
         cfg = pl_module.cfg
         if not cfg.metrics.names or self.evaluator is not None:
             return
-        from ganrun.metrics.evaluator import Evaluator
+        from ganrun.metrics.evaluator import READING, Evaluator
 
         def build():
             with torch.random.fork_rng(devices=[]):  # a cached classifier or not: same run
@@ -90,7 +90,8 @@ class Metrics(EveryNSteps):
         trainer.strategy.barrier("ganrun.evaluator")
         if not trainer.is_global_zero:
             self.evaluator = build()
-        self.state = GeneratedFeatures(self.evaluator.scores)
+        self.state = GeneratedFeatures(self.evaluator.scores, tuple(
+            READING + name for name in self.evaluator.readers))
 
     def summary(self) -> dict:
         return {"metrics": self.last}  # metrics.json's `metrics`: the last scores
@@ -127,5 +128,10 @@ class Metrics(EveryNSteps):
                   **self.evaluator.protocol, "seconds": round(time.perf_counter() - started, 3),
                   "metrics": results}
         append_jsonl(run_dir(trainer) / METRICS_LOG, record)
+        for name, picture in self.evaluator.pictures().items():  # a histogram of modes...
+            save_png(picture, run_dir(trainer) / "samples" / f"{name}_step_{step:07d}.png")
+            if trainer.logger is not None:
+                trainer.logger.experiment.add_image(f"metrics/{name}", picture, step,
+                                                    dataformats="HWC")
         shown = "  ".join(f"{k} {v:.4g}" for k, v in results.items())
         log.info("metrics at step %d (%s): %s", step, self.evaluator.extractor_id, shown)

@@ -314,7 +314,8 @@ def check_metrics(cfg: DictConfig) -> None:
     extractor = (metrics.extractor if metrics.extractor != "auto" else "raw" if points
                  else "classifier" if cfg.dataset.name in labelled_datasets() else None)
     measured = [name for name in metrics.names
-                if extractor is None or METRICS[name](metrics).skipped(extractor) is None]
+                if extractor is None
+                or METRICS[name](metrics).skipped(extractor, cfg.dataset.name) is None]
     counts(metrics, metrics.n_fake, None, "generated samples (metrics.n_fake)", measured)
 
 

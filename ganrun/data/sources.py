@@ -40,6 +40,7 @@ class Dataset:
     data: Tensor
     labels: Tensor | None = None
     num_classes: int = 0
+    base: Dataset | None = None  # stacked data: the one-digit set its channels are drawn from
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -60,16 +61,18 @@ class Source:
     Config: type
     labelled = False  # class labels: conditional models, the classifier extractor
     points = False  # 2-D points, not images
+    stacked = False  # one digit per channel, its mode read per channel (ganrun.data.stacked)
 
     @staticmethod
     def load(cfg) -> Dataset:
         raise NotImplementedError
 
 
-def register(name: str, config: type, load, labelled: bool = False, points: bool = False):
+def register(name: str, config: type, load, labelled: bool = False, points: bool = False,
+             stacked: bool = False):
     """File the loader `load` as the dataset `name`, with its schema `config`."""
     attrs = {"name": name, "Config": config, "load": staticmethod(load), "labelled": labelled,
-             "points": points}
+             "points": points, "stacked": stacked}
     return DATASETS.register(type(name, (Source,), attrs))
 
 
@@ -90,15 +93,6 @@ class ImageConfig:
 @dataclass
 class DownloadableConfig(ImageConfig):
     download: bool = MISSING
-
-
-@dataclass
-class StackedConfig:
-    name: str = MISSING
-    image_size: int = at_least(4)
-    channels: int = between(3, 3)  # one digit per channel
-    n_samples: int = at_least(1)
-    batch_size: int = at_least(1)
 
 
 @dataclass
@@ -131,22 +125,6 @@ def _digits(cfg) -> Dataset:
     images = images.expand(-1, cfg.channels, -1, -1).contiguous()
     labels = torch.tensor(digits.target, dtype=torch.long)
     return Dataset("digits", images, labels, num_classes=10)
-
-
-def _stacked_digits(cfg) -> Dataset:
-    """Stacked digits, the offline counterpart of Stacked MNIST (VEEGAN; PacGAN's Tables
-    2 and 3): each sample three of scikit-learn's digits drawn independently, one per
-    colour channel, from a fixed stream (the same set in every run); its label the mode,
-    100 x the first digit's class + 10 x the second's + the third's: 1000 modes."""
-    from types import SimpleNamespace
-
-    base = _digits(SimpleNamespace(image_size=cfg.image_size, channels=1))
-    generator = torch.Generator().manual_seed(DATA_SEED)
-    index = torch.randint(len(base), (cfg.n_samples, 3), generator=generator)
-    images = base.data[index, 0]  # (N, 3, H, W): digit c in channel c
-    classes = base.labels[index]
-    modes = classes[:, 0] * 100 + classes[:, 1] * 10 + classes[:, 2]
-    return Dataset("stacked_digits", images.contiguous(), modes, num_classes=1000)
 
 
 def resize(images: Tensor, size: int) -> Tensor:
@@ -184,12 +162,14 @@ _TORCHVISION = {
 }
 
 
-def _torchvision(cfg) -> Dataset:
+def _torchvision(cfg, kind: str | None = None) -> Dataset:
+    """The torchvision set `kind` (default: cfg.name; stacked_mnist loads mnist)."""
     import torchvision
 
-    class_name, expected = _TORCHVISION[cfg.name]
+    kind = kind or cfg.name
+    class_name, expected = _TORCHVISION[kind]
     root = os.path.expanduser(str(cfg.root))
-    dataset_class = _CIFAR10Files() if cfg.name == "cifar10" else getattr(torchvision.datasets, class_name)
+    dataset_class = _CIFAR10Files() if kind == "cifar10" else getattr(torchvision.datasets, class_name)
     try:
         source = dataset_class(root, train=True, download=cfg.download)
     except Exception as e:  # torchvision raises RuntimeError / URLError / OSError
@@ -207,7 +187,7 @@ def _torchvision(cfg) -> Dataset:
     data = data.unsqueeze(1) if data.dim() == 3 else data.permute(0, 3, 1, 2)  # -> N, C, H, W
     labels = torch.as_tensor(source.targets, dtype=torch.long)
     images = to_uint8_images(data, cfg.image_size, cfg.channels)
-    return Dataset(cfg.name, images, labels, num_classes=10)
+    return Dataset(kind, images, labels, num_classes=10)
 
 
 def _CIFAR10Files():
@@ -301,9 +281,6 @@ def _read_image(path: Path, size: int, mode: str) -> tuple[Tensor | None, str]:
 
 
 register("digits", ImageConfig, _digits, labelled=True)
-# Not `labelled`: its 1000 modes are read per channel by the digits classifier (the
-# stacked mode count), not learnt by a classifier of their own.
-register("stacked_digits", StackedConfig, _stacked_digits)
 register("ring8", Ring8Config, _mixture, points=True)
 register("grid25", Grid25Config, _mixture, points=True)
 for _name in _TORCHVISION:

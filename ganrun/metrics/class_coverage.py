@@ -14,7 +14,7 @@ class ClassCoverage(Metric):
     reads = "logits"
     sides = ()  # it counts samples: no minimum
 
-    def skipped(self, extractor):
+    def skipped(self, extractor, dataset=None):
         if extractor != "classifier":
             return "needs the classifier extractor (labelled images)"
         return None

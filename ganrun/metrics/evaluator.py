@@ -42,6 +42,7 @@ from ganrun.metrics.ppl import (
 from ganrun.metrics.registry import METRICS, Samples
 
 log = logging.getLogger("ganrun")
+READING = "read/"  # a metric's own reading of the generated images, among their features
 
 
 def resolve_extractor(cfg, dataset) -> str:
@@ -77,12 +78,19 @@ class Evaluator:
         self.dataset_cfg = dataset_cfg
         self.device = torch.device(device)
         self.cache_dir = Path(os.path.expanduser(str(cfg.cache_dir)))
-        self.kind = resolve_extractor(cfg, dataset)
         self.metrics = {name: METRICS[name](cfg) for name in cfg.names}
+        # No metric reading features or logits (stacked_modes alone): no network to load
+        # and no real features to compute.
+        extracts = any(m.reads in ("features", "logits") for m in self.metrics.values())
+        self.kind = (resolve_extractor(cfg, dataset) if extracts or dataset.data.dim() == 2
+                     else "none")
         if cfg.names and set(cfg.names) <= set(self.skipped):
             raise UserError("no metric of metrics.names applies here: " + "; ".join(
                 f"{name} {why}" for name, why in self.skipped.items()))
         self.extractor, self.extractor_id = self._load_extractor()
+        for name, metric in self.metrics.items():
+            if name not in self.skipped:
+                metric.prepare(self)
         self.ppl_distance, self.ppl_net = (self._ppl_distance() if "ppl" in cfg.names
                                            else (None, None))
         self.n_real = min(cfg.n_real, len(dataset))
@@ -93,23 +101,28 @@ class Evaluator:
     # --- the extractor and the real side, cached ------------------------------------
 
     def _load_extractor(self):
-        if self.kind == "raw":
-            return None, "raw"
+        if self.kind in ("raw", "none"):
+            return None, self.kind
         if self.kind == "inception":
             return load_inception(self.cfg.inception_weights).to(self.device), INCEPTION_NAME
         if self.kind == "random_conv":
             return self._random_conv()
-        path = classifier_path(self.cache_dir, self.dataset, self.cfg)
-        if path.is_file():
-            log.info("metrics: classifier from cache %s", path)
-        else:
-            log.info("metrics: training the %s classifier (cached as %s)", self.dataset.name, path)
-            info = train_classifier(self.dataset, self.cfg, path)
-            log.info("metrics: classifier held-out accuracy %.4f", info["accuracy"])
-        self.classifier_path = path
+        path = self.classifier_path = self.classifier(self.dataset)
         extractor = ClassifierExtractor(CLASSIFIER_NAME, ["penultimate", "logits"],
                                         feature_extractor_weights_path=str(path))
         return extractor.to(self.device), path.stem
+
+    def classifier(self, dataset) -> Path:
+        """The weights of the classifier of `dataset`'s labels: from the cache, else
+        trained (from fixed seeds) and cached."""
+        path = classifier_path(self.cache_dir, dataset, self.cfg)
+        if path.is_file():
+            log.info("metrics: classifier from cache %s", path)
+        else:
+            log.info("metrics: training the %s classifier (cached as %s)", dataset.name, path)
+            info = train_classifier(dataset, self.cfg, path)
+            log.info("metrics: classifier held-out accuracy %.4f", info["accuracy"])
+        return path
 
     def _random_conv(self) -> tuple[RandomConvExtractor, str]:
         path = random_conv_weights(self.cache_dir, random_conv_size(self.dataset.data.shape[-1]))
@@ -129,7 +142,7 @@ class Evaluator:
             return load_lpips(weights).to(self.device), "lpips-vgg16"
         if self.kind == "raw":
             return FeatureDistance(torch.nn.Identity()), "raw"
-        extractor, name = (self._random_conv() if self.kind == "inception"
+        extractor, name = (self._random_conv() if self.kind in ("inception", "none")
                            else (self.extractor, self.extractor_id))
         return FeatureDistance(extractor.embed), name
 
@@ -158,7 +171,8 @@ class Evaluator:
     @property
     def skipped(self) -> dict[str, str]:
         """Metrics asked for that this data or extractor cannot give, and why."""
-        why = {name: metric.skipped(self.kind) for name, metric in self.metrics.items()}
+        why = {name: metric.skipped(self.kind, self.dataset.name)
+               for name, metric in self.metrics.items()}
         return {name: reason for name, reason in why.items() if reason is not None}
 
     @property
@@ -166,8 +180,10 @@ class Evaluator:
         """The record of how the numbers were measured, written next to them."""
         out = {"extractor": self.extractor_id, "n_real": self.n_real, "n_fake": self.cfg.n_fake,
                "split": "train", "dataset": self.dataset.name, **self.counts.record()}
-        if "modes" in self.metrics and "modes" not in self.skipped:
-            out["modes"] = self.metrics["modes"].rules
+        for name in METRICS.in_order(set(self.metrics) - set(self.skipped)):
+            record = self.metrics[name].record()
+            if record is not None:
+                out[name] = record
         if self.ppl_net is not None:
             cfg = self.cfg
             out["ppl"] = {"net": self.ppl_net, "samples": cfg.ppl_samples,
@@ -180,6 +196,8 @@ class Evaluator:
     def _real_features(self) -> tuple[dict, bool]:
         """The real side's features (and logits), computed once and cached; the real-only
         terms of the metrics join them in the same file on first use (`_real_terms`)."""
+        if self.kind == "none":
+            return {"features": torch.zeros(self.n_real, 0)}, False
         key = fingerprint(self.dataset, {"extractor": self.extractor_id, "n_real": self.n_real,
                                          "split": "train"})
         self.stats_path = self.cache_dir / "stats" / f"{self.dataset.name}-{key}.pt"
@@ -189,7 +207,7 @@ class Evaluator:
         data = self.dataset.data[order[: self.n_real]]
         if data.dtype == torch.uint8:
             data = data.float().div(127.5).sub(1.0)
-        real = self.features(data)
+        real = self.features(data, read=False)
         save_cached(real, self.stats_path)
         return real, False
 
@@ -211,16 +229,31 @@ class Evaluator:
             save_cached(self.real, self.stats_path)
         return terms
 
+    @property
+    def readers(self) -> dict:
+        """The metrics that read the generated images themselves (`Metric.read`)."""
+        return {name: metric for name, metric in self.metrics.items()
+                if metric.reads == "images" and name not in self.skipped}
+
     @torch.no_grad()
-    def features(self, samples: Tensor) -> dict[str, Tensor]:
-        """{"features": (N, F)[, "logits": (N, K)]} of samples in [-1, 1] (or 2-D points)."""
-        if self.extractor is None:
+    def features(self, samples: Tensor, read: bool = True) -> dict[str, Tensor]:
+        """{"features": (N, F)[, "logits": (N, K)][, "read/<metric>": its reading]} of
+        samples in [-1, 1] (or 2-D points); `read=False`: without the readings (the real
+        side)."""
+        if self.kind == "raw":
             return {"features": samples.detach().float().cpu()}
-        outs = [self.extractor(to_uint8_rgb(batch).to(self.device))
-                for batch in samples.split(self.cfg.batch_size)]
-        names = ("features", "logits")[: len(outs[0])]  # the random embedding has no logits
-        return {name: torch.cat([out[i].float().cpu() for out in outs])
-                for i, name in enumerate(names)}
+        batches = samples.split(self.cfg.batch_size)
+        if self.extractor is None:  # no metric reads features
+            out = {"features": torch.zeros(samples.shape[0], 0)}
+        else:
+            outs = [self.extractor(to_uint8_rgb(batch).to(self.device)) for batch in batches]
+            names = ("features", "logits")[: len(outs[0])]  # the random embedding: no logits
+            out = {name: torch.cat([o[i].float().cpu() for o in outs])
+                   for i, name in enumerate(names)}
+        for name, metric in (self.readers.items() if read else ()):
+            out[READING + name] = torch.cat([metric.read(batch.to(self.device)).cpu()
+                                             for batch in batches])
+        return out
 
     # --- the metrics ------------------------------------------------------------------
 
@@ -237,11 +270,20 @@ class Evaluator:
         generator's own (ppl) are the metrics callback's."""
         f, r = fake_out["features"], self.real["features"]
         self.counts = self._counts(len(f), len(r), fake_name)
+        readings = {key[len(READING):]: value for key, value in fake_out.items()
+                    if key.startswith(READING)}
         samples = Samples(f, fake_out.get("logits"), r, self._real_terms(len(f)), self.counts,
-                          self.dataset, self.dataset_cfg)
+                          self.dataset, self.dataset_cfg, readings)
         out: dict[str, float] = {}
         for name in METRICS.in_order(set(self.metrics) - set(self.skipped)):
             metric = self.metrics[name]
-            if metric.reads != "generator" and (metric.reads != "logits" or "logits" in fake_out):
+            given = {"generator": False, "logits": "logits" in fake_out, "images": name in readings}
+            if given.get(metric.reads, True):
                 out.update(metric.compute(samples))
         return out
+
+    def pictures(self) -> dict:
+        """The metrics' pictures of their last computation (`Metric.picture`)."""
+        pictures = {name: self.metrics[name].picture()
+                    for name in METRICS.in_order(set(self.metrics) - set(self.skipped))}
+        return {name: picture for name, picture in pictures.items() if picture is not None}

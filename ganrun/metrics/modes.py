@@ -92,6 +92,9 @@ class Modes(Metric):
     reads = "points"
     sides = ()  # it counts samples: no minimum
 
+    def record(self) -> dict:
+        return self.rules
+
     @property
     def rules(self) -> dict:
         """How it counts: the paper a preset follows."""

@@ -39,8 +39,9 @@ MIN_SAMPLES = 50
 KNN_PER_K = 10
 # What a metric reads, in the order the results list them: on a 2-D mixture the exact
 # mode figures lead (FID, KID and PR on raw coordinates see the mass at the right scale
-# only); the generator's own metrics (ppl) are measured by the metrics callback.
-READS = ("points", "features", "logits", "generator")
+# only), on stacked data the mode count read from the images themselves (`read`); the
+# generator's own metrics (ppl) are measured by the metrics callback.
+READS = ("points", "images", "features", "logits", "generator")
 DIRECTIONS = ("lower", "higher", None)  # None: a companion (a spread), never ranked
 
 
@@ -78,6 +79,7 @@ class Samples:
     counts: Counts
     dataset: Any
     dataset_cfg: Any
+    readings: dict[str, Tensor] = field(default_factory=dict)  # name -> its `read`, in order
 
 
 class Metric:
@@ -116,12 +118,32 @@ class Metric:
         does not)."""
         return self.cfg[self.counted], None
 
-    def skipped(self, extractor: str) -> str | None:
-        """Why it cannot be measured with `extractor`; None when it can."""
+    def skipped(self, extractor: str, dataset: str | None = None) -> str | None:
+        """Why it cannot be measured with `extractor` on the dataset named `dataset`
+        (None: not known); None when it can."""
         if self.reads == "points" and extractor != "raw":
             return "for the 2-D mixtures"
         if self.reads == "logits" and extractor in ("raw", "random_conv"):
             return f"extractor {extractor} gives no class probabilities"
+        return None
+
+    def prepare(self, evaluator) -> None:
+        """Load (or train and cache) what it needs beyond the evaluator's extractor, once,
+        when it applies (a classifier of its own)."""
+
+    def read(self, images: Tensor) -> Tensor:
+        """`reads = "images"`: its per-sample reading (N, ...) of generated images in
+        [-1, 1], taken batch by batch with the features (and gathered under DDP)."""
+        raise NotImplementedError
+
+    def record(self) -> dict | None:
+        """How it measures, for the protocol written beside its numbers (its rules, its
+        classifier's accuracy); None: nothing beyond the common record."""
+        return None
+
+    def picture(self):
+        """A picture (uint8 (H, W, 3)) of its last computation, or None: the metrics
+        callback writes it beside the numbers (samples/<name>_step_<N>.png, TensorBoard)."""
         return None
 
     def real_terms(self, real: Tensor, n_fake: int, counts: Counts) -> dict[str, Callable]:

@@ -35,6 +35,7 @@ class DCGAN(ModelFamily):
     @dataclass
     class Config(ModelConfig):
         base_channels: int = at_least(1)
+        base_channels_d: int | None = at_least(1)  # D's own width (null: base_channels)
         upsample: str = MISSING
 
     @staticmethod
@@ -47,7 +48,8 @@ class DCGAN(ModelFamily):
         return (DCGANGenerator(cfg.latent_dim, channels, size, cfg.base_channels,
                                cfg.batch_norm_g, cfg.activation, slope, out_activation,
                                cfg.upsample, embed_dim=cfg.embed_dim, num_classes=num_classes),
-                DCGANDiscriminator(channels, size, cfg.base_channels, cfg.batch_norm_d,
+                DCGANDiscriminator(channels, size, cfg.get("base_channels_d") or cfg.base_channels,
+                                   cfg.batch_norm_d,
                                    cfg.activation_d or cfg.activation, slope,
                                    num_classes=num_classes))
 
