@@ -75,7 +75,7 @@ def test_single_run_outputs_and_metrics(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
-        "step_0000015.png", "step_0000030.png"]
+        "step_0000015.png", "step_0000030.png", "strip.png", "strip_panels"]
     logged = scalars(run_dir / "tb")
     assert [s for s, _ in logged["loss/g"]] == [10, 20, 30]
     assert "step 30/30" in proc.stdout + proc.stderr

@@ -471,6 +471,9 @@ CHECKS = {
                  "runs 2 steps (the table from the kept runs: test_mode_collapse_tables)"),
     r"^ganrun -m protocol=dyngan_grid,dyngan_ring ": (
         "short", "test_studies_short: 12 jobs of 30,000 steps; the first job runs 2 steps"),
+    r"^ganrun -m dataset=ring8 method=gan,pacgan2,unrolled,dyngan ": (
+        "short", "test_studies_short: the strips' example, 4 jobs of 3000 steps; the first job "
+                 "runs 2 steps (the strips themselves: tests/test_strips.py)"),
     r"^python scripts/mode_collapse_table\.py": (
         "compared", "test_mode_collapse_tables: on the runs kept in docs/mode_collapse_study"),
     r"^ganrun trainer=ddp trainer\.accelerator=cpu trainer\.devices=2 ": (
@@ -901,11 +904,12 @@ def test_image_folder_offline(tmp_path, monkeypatch, capsys):
 STUDIES = [r"^ganrun experiment=optimizer_study$",
            r"^ganrun experiment=mode_collapse_study protocol=pacgan_grid ",
            r"^ganrun experiment=mode_collapse_study protocol=pacgan_ring ",
-           r"^ganrun -m protocol=dyngan_grid,dyngan_ring "]
+           r"^ganrun -m protocol=dyngan_grid,dyngan_ring ",
+           r"^ganrun -m dataset=ring8 method=gan,pacgan2,unrolled,dyngan "]
 
 
 @pytest.mark.parametrize("pattern", STUDIES, ids=["optimizer", "pacgan_grid", "pacgan_ring",
-                                                  "dyngan"])
+                                                  "dyngan", "strips"])
 def test_studies_short(pattern, tmp_path):
     """The studies' first job, 2 steps (the studies take from 15 minutes to hours)."""
     (overrides,) = overrides_of(find(pattern))

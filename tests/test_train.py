@@ -36,7 +36,7 @@ def test_a_run_leaves_samples_checkpoint_metrics_and_events(train_fast):
     assert saved["wall_seconds"] > 0
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     pngs = sorted(p.name for p in (run_dir / "samples").glob("*.png"))
-    assert pngs == ["step_0000003.png", "step_0000006.png"]
+    assert pngs == ["step_0000003.png", "step_0000006.png", "strip.png"]
     grid = np.asarray(Image.open(run_dir / "samples" / "step_0000006.png"))
     assert grid.shape == (8 * 18 + 2, 8 * 18 + 2, 3)  # 64 digits of 16 px, 2 px gaps
 

@@ -1,6 +1,7 @@
-"""report_<metric>.png: a sweep's ranking metrics against generator steps, one panel
-per group of jobs evaluated alike, one line per configuration, the seeds' spread
-shaded."""
+"""A sweep's figures. report_<metric>.png: its ranking metrics against generator steps,
+one panel per group of jobs evaluated alike, one line per configuration, the seeds'
+spread shaded. report_strips.png: samples over training, one row per configuration
+(its lowest seed's strip, ganrun.strips)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,54 @@ def plot_curves(sweep: Path, groups: list) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _lowest_seed(jobs: list[Job]) -> Job:
+    """The job of the lowest seed: numbers by value (2 before 10), any other after."""
+    def order(job: Job) -> tuple:
+        number = job.seed.lstrip("-").isdigit()
+        return (0, int(job.seed), "") if number else (1, 0, job.seed)
+
+    return min(jobs, key=order)
+
+
+def _last_step(job: Job) -> int | None:
+    """The last step a finished job's strip shows; None (every panel) for one that
+    stopped, whose last logged step may come before its last panel."""
+    return job.g_steps if job.status == "finished" and job.g_steps else None
+
+
+def strip_rows(groups: list) -> tuple[list[tuple[str, Job]], list[str]]:
+    """The job whose strip stands for each configuration, in the tables' order (its
+    lowest seed), named "<configuration> (seed <S>)"; and a note for each configuration
+    whose lowest seed has no strip, to say in report.md."""
+    from ganrun.strips import PANEL_DIR, panel_steps
+
+    rows, notes = [], []
+    for group in groups:
+        for row in group.rows:
+            job = _lowest_seed([j for j in group.jobs if j.config == row["config"]])
+            if panel_steps(job.path / "samples", _last_step(job)):
+                rows.append((f"{row['config']} (seed {job.seed})", job))
+            else:
+                notes.append(f"`{row['config']}`: no strip (`{job.path.name}` has no "
+                             f"samples/{PANEL_DIR}/: no sampling step reached, "
+                             "~callbacks.samples, or a ganrun before strips)")
+    return rows, notes
+
+
+def plot_strips(sweep: Path, rows: list[tuple[str, Job]]) -> Path | None:
+    """report_strips.png: each row's strip (samples/strip_panels/ read back, as its run
+    composes samples/strip.png at its last step) below its name, one under another;
+    None without rows."""
+    if not rows:
+        return None
+    from ganrun.samples import save_png
+    from ganrun.strips import read_strip_panels, side_by_side, stacked
+
+    picture = stacked([(name, side_by_side(read_strip_panels(job.path / "samples",
+                                                             _last_step(job))))
+                       for name, job in rows])
+    path = sweep / "report_strips.png"
+    save_png(picture, path)
+    return path

@@ -9,12 +9,13 @@ configuration: the number of seeds, how many diverged, failed or were stopped
 seeds ± the half-width of its 95% confidence interval (Student t), images per
 second, and whether Welch's t-test separates its lead over the next row at the seeds
 run ("vs next"); then every job with its status. Writes report.md, report.csv (every
-metric's mean, std and CI, the group, the p-values) and report_<metric>.png (the
+metric's mean, std and CI, the group, the p-values), report_<metric>.png (the
 metric against generator steps, one panel per group, one line per configuration,
-the seed spread shaded) into the sweep directory, and prints report.md. The health
-columns (health/collapsed_share, health/grad_norm_g, ...) are the last logged values;
-"health warnings" counts the jobs of each configuration that warned of each failure
-(callbacks.health). Which way is better, what ranks a group by default and what
+the seed spread shaded) and report_strips.png (samples over training, a row per
+configuration: its lowest seed's strip) into the sweep directory, and prints
+report.md. The health columns (health/collapsed_share, health/grad_norm_g, ...) are
+the last logged values; "health warnings" counts the jobs of each configuration that
+warned of each failure (callbacks.health). Which way is better, what ranks a group by default and what
 report.md shows beside it are the metrics' own declarations (ganrun.metrics.registry);
 the jobs are read by ganrun.analysis.jobs.
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ganrun.analysis.jobs import STOPPED, Job, collect, status_text, why_not_finished
-from ganrun.analysis.plots import plot_curves
+from ganrun.analysis.plots import plot_curves, plot_strips, strip_rows
 from ganrun.analysis.stats import ci95_half_width, welch_p
 from ganrun.metrics.registry import METRICS
 
@@ -312,6 +313,14 @@ def write_reports(sweep: Path, groups: list[Group], jobs: list[Job],
                 if len(groups) > 1 else "")]
     for group in groups:
         lines += ["", *group_table(group, columns, asked)]
+    strips, no_strip = strip_rows(groups)
+    if strips:
+        lines += ["", "Samples over training: `report_strips.png`, a row per configuration (its "
+                  "lowest seed's samples/strip.png), a panel per sampling step.", "",
+                  "![samples over training](report_strips.png)"]
+    if no_strip:
+        lines += ["", "Left out of report_strips.png:" if strips else
+                  "No strips, no report_strips.png:", "", *(f"- {note}" for note in no_strip)]
     problems = [j for j in jobs if j.status != "finished"]
     if problems:
         lines += ["", "Jobs that did not finish:", ""]
@@ -323,7 +332,8 @@ def write_reports(sweep: Path, groups: list[Group], jobs: list[Job],
     md.write_text("\n".join(lines) + "\n")
     out = sweep / "report.csv"
     write_csv(out, groups, sorted({name for g in groups for name in g.names}))
-    return [md, out, *plot_curves(sweep, groups)]
+    figure = plot_strips(sweep, strips)
+    return [md, out, *plot_curves(sweep, groups), *([figure] if figure else [])]
 
 
 class NothingToRank(KeyError):

@@ -184,9 +184,13 @@ class MetricRegistry(Registry):
 
     def quality(self) -> dict[str, tuple[str, ...]]:
         """The outputs that rank a sweep by default, first first, each with its
-        companions."""
-        return {output: shown for name in self.in_order(self)
-                for output, shown in self[name].quality.items()}
+        companions (those of every metric giving it: `modes` on mixtures and stacked
+        data)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for name in self.in_order(self):
+            for output, shown in self[name].quality.items():
+                out[output] = tuple(dict.fromkeys(out.get(output, ()) + shown))
+        return out
 
 
 METRICS = MetricRegistry()
