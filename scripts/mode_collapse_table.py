@@ -41,6 +41,20 @@ PUBLISHED = {
     ("pacgan_grid", "pacgan3"): ("24.6±0.4", "94.2±0.4", "0.06±0.02"),
     ("pacgan_grid", "pacgan4"): ("24.8±0.2", "93.6±0.6", "0.04±0.01"),
 }
+# PacGAN, Tables 2 and 3 (Stacked MNIST, 1000 modes; read from the authors' repository,
+# stacked_MNIST_experiments/results/Table2.png and Table3.png): (modes, KL).
+# Table 2: VEEGAN's protocol, 26,000 generated samples, 10 trials ± standard error; the
+# DCGAN and Unrolled GAN rows without a ± are VEEGAN's (Srivastava et al. 2017, Table 2).
+TABLE_2 = {"gan": ("78.9±6.46", "4.50±0.127"), "pacgan2": ("1000.0±0.00", "0.06±0.003"),
+           "pacgan3": ("1000.0±0.00", "0.06±0.003"), "pacgan4": ("1000.0±0.00", "0.07±0.005"),
+           "unrolled": ("48.7", "4.32")}
+# Table 3: Unrolled GAN's protocol, D at 1/4 and 1/2 of G, 50 trials ± standard error;
+# Unrolled GAN (5 steps) as PacGAN quotes it from Metz et al.
+TABLE_3 = {"gan": ("78.5±17.56", "5.21±0.19", "487.7±34.59", "2.24±0.15"),
+           "pacgan2": ("484.5±32.99", "2.61±0.22", "840.7±15.92", "1.00±0.05"),
+           "pacgan3": ("601.3±32.18", "2.00±0.17", "866.6±12.10", "0.90±0.04"),
+           "pacgan4": ("667.4±29.00", "1.81±0.15", "820.2±25.50", "1.15±0.14"),
+           "unrolled": ("236.4±63.30", "4.67±0.43", "732.0±44.98", "1.66±0.09")}
 METHODS = ("gan", "pacgan2", "pacgan3", "pacgan4", "unrolled", "dyngan", "wgan_gp")
 NAMES = {"gan": "GAN", "pacgan2": "PacGAN2", "pacgan3": "PacGAN3", "pacgan4": "PacGAN4",
          "unrolled": "Unrolled GAN", "dyngan": "DynGAN", "wgan_gp": "WGAN-GP"}
@@ -89,29 +103,49 @@ def read_jobs(sweeps: list[Path]) -> list[dict]:
     return jobs
 
 
+def modes_max(protocol: str) -> int:
+    return 1000 if "stacked" in protocol else 25 if protocol.endswith("grid") else 8
+
+
+def published(protocol: str) -> tuple[list[str], dict]:
+    """The paper's columns beside a protocol's rows, and its numbers by method."""
+    if protocol == "pacgan_stacked_small_d":
+        return (["PacGAN Table 3, D 1/4 of G: modes", "KL", "D 1/2 of G: modes", "KL"], TABLE_3)
+    if protocol == "pacgan_stacked":
+        return ["PacGAN Table 2 (50 epochs): modes", "KL"], TABLE_2
+    if protocol.startswith("pacgan"):  # PacGAN's Table 1 is on its own protocol only
+        return (["PacGAN Table 1 (400k iterations): modes", "high quality %", "reverse KL"],
+                {method: cells for (p, method), cells in PUBLISHED.items() if p == protocol})
+    return [], {}
+
+
 def table(jobs: list[dict], protocol: str, budgets: list[int]) -> list[str]:
-    k = 25 if protocol.endswith("grid") else 8
-    paper = protocol.startswith("pacgan")  # PacGAN's Table 1 is on its own protocol only
-    head = ["method", "seeds"]
+    """Rows per method; the seeds column counts the finished jobs evaluated at each budget
+    (sweeps of different budgets may be read together)."""
+    k = modes_max(protocol)
+    stacked = k == 1000  # stacked data: no high-quality share
+    paper, numbers = published(protocol)
+    head = ["method", "seeds" + (" @" + "/".join(map(str, budgets)) if len(budgets) > 1 else "")]
     for budget in budgets:
-        head += [f"modes (max {k}) @{budget}", f"high quality % @{budget}", f"reverse KL @{budget}"]
-    if paper:
-        head += ["PacGAN Table 1 (400k iterations): modes", "high quality %", "reverse KL"]
-    head += ["collapse warned", "DynGAN partitions"]
+        head += [f"modes (max {k}) @{budget}"]
+        head += [] if stacked else [f"high quality % @{budget}"]
+        head += [f"{'KL' if stacked else 'reverse KL'} @{budget}"]
+    head += paper + ["collapse warned", "DynGAN partitions"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for method in METHODS:
         group = [j for j in jobs if j["protocol"] == protocol and j["method"] == method
                  and j["status"] == "finished"]
         if not group:
             continue
-        cells = [NAMES[method], str(len(group))]
+        seeds = [sum(budget in j["evaluations"] for j in group) for budget in budgets]
+        cells = [NAMES[method], "/".join(map(str, seeds))]
         for budget in budgets:
             at = [j["evaluations"][budget] for j in group if budget in j["evaluations"]]
-            cells += [mean_se([e["modes"] for e in at], digits=1),
-                      mean_se([e["high_quality"] for e in at], scale=100, digits=1),
-                      mean_se([e["reverse_kl"] for e in at])]
-        if paper:
-            cells += list(PUBLISHED.get((protocol, method), ("—", "—", "—")))
+            cells += [mean_se([e["modes"] for e in at], digits=1)]
+            cells += [] if stacked else [mean_se([e["high_quality"] for e in at], scale=100,
+                                                 digits=1)]
+            cells += [mean_se([e["reverse_kl"] for e in at])]
+        cells += list(numbers.get(method, ("—",) * len(paper)))
         cells.append(f"{sum(j['warned'] for j in group)}/{len(group)}")
         parts = [j["partitions"] for j in group if j["partitions"] is not None]
         cells.append(", ".join(map(str, parts)) if parts else "")
