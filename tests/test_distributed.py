@@ -54,8 +54,12 @@ def single_process_scores(run_dir: Path, n_fake: int) -> dict:
     return evaluator.evaluate(generate_many(module, n_fake))
 
 
-@pytest.mark.parametrize("data,resume", [(("dataset=ring8", "dataset.batch_size=64"), True),
-                                         (("dataset=digits",), False)], ids=["ring8", "digits"])
+@pytest.mark.parametrize("data,resume", [
+    (("dataset=ring8", "dataset.batch_size=64"), True),
+    (("dataset=digits",), False),
+    # the stacked mode count reads the images itself: its readings gathered in order too
+    (("dataset=stacked_digits", "dataset.n_samples=2000", "metrics.names=[stacked_modes,fid]"),
+     False)], ids=["ring8", "digits", "stacked"])
 def test_ddp_on_two_cpu_processes_trains_measures_and_resumes(tmp_path, data, resume):
     steps = ("train.steps=24", "log.every=8", "metrics.every=12", "metrics.n_fake=1000",
              "train.ckpt_every=12", "log.sample_every=12")
