@@ -193,9 +193,9 @@ def _conv_widths(net) -> list[int]:
 
 @pytest.mark.parametrize("protocol, method, extra, widths_d, latent", [
     ("pacgan_stacked", "pacgan2", (), [64, 128], 100),
-    ("pacgan_stacked_small_d", "gan", (), [8, 16], 256),
-    ("pacgan_stacked_small_d", "unrolled", ("model.base_channels_d=16",), [16, 32], 256),
-    ("pacgan_stacked_small_d", "dyngan", (), [8, 16], 256),
+    ("pacgan_stacked_small_d", "gan", (), [4, 8], 256),
+    ("pacgan_stacked_small_d", "unrolled", ("model.base_channels_d=8",), [8, 16], 256),
+    ("pacgan_stacked_small_d", "dyngan", (), [4, 8], 256),
 ])
 def test_pacgans_stacked_presets_compose_and_train(train_fast, protocol, method, extra, widths_d,
                                                    latent):
