@@ -119,9 +119,11 @@ def published(protocol: str) -> tuple[list[str], dict]:
     return [], {}
 
 
-def table(jobs: list[dict], protocol: str, budgets: list[int]) -> list[str]:
+def table(jobs: list[dict], protocol: str, budgets: list[int],
+          methods: tuple[str, ...] = METHODS) -> list[str]:
     """Rows per method; the seeds column counts the finished jobs evaluated at each budget
-    (sweeps of different budgets may be read together)."""
+    (sweeps of different budgets may be read together), "collapse warned" the jobs
+    evaluated at the last one (the longest runs)."""
     k = modes_max(protocol)
     stacked = k == 1000  # stacked data: no high-quality share
     paper, numbers = published(protocol)
@@ -132,7 +134,7 @@ def table(jobs: list[dict], protocol: str, budgets: list[int]) -> list[str]:
         head += [f"{'KL' if stacked else 'reverse KL'} @{budget}"]
     head += paper + ["collapse warned", "DynGAN partitions"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for method in METHODS:
+    for method in (m for m in METHODS if m in methods):
         group = [j for j in jobs if j["protocol"] == protocol and j["method"] == method
                  and j["status"] == "finished"]
         if not group:
@@ -146,8 +148,9 @@ def table(jobs: list[dict], protocol: str, budgets: list[int]) -> list[str]:
                                                  digits=1)]
             cells += [mean_se([e["reverse_kl"] for e in at])]
         cells += list(numbers.get(method, ("—",) * len(paper)))
-        cells.append(f"{sum(j['warned'] for j in group)}/{len(group)}")
-        parts = [j["partitions"] for j in group if j["partitions"] is not None]
+        longest = [j for j in group if budgets[-1] in j["evaluations"]]
+        cells.append(f"{sum(j['warned'] for j in longest)}/{len(longest)}")
+        parts = [j["partitions"] for j in longest if j["partitions"] is not None]
         cells.append(", ".join(map(str, parts)) if parts else "")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -158,11 +161,13 @@ def main() -> None:
     parser.add_argument("sweeps", nargs="+", type=Path)
     parser.add_argument("--budgets", nargs="+", type=int, required=True,
                         help="generator steps at which to read the evaluations")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS,
+                        help="the rows to show (default: every method run)")
     args = parser.parse_args()
     jobs = read_jobs(args.sweeps)
     for protocol in sorted({j["protocol"] for j in jobs if j["protocol"]}, reverse=True):
         print(f"\nprotocol={protocol}\n")
-        print("\n".join(table(jobs, protocol, args.budgets)))
+        print("\n".join(table(jobs, protocol, args.budgets, tuple(args.methods))))
 
 
 if __name__ == "__main__":

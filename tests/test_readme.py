@@ -927,7 +927,8 @@ def test_mode_collapse_tables(pattern):
     args = []
     for arg in command.argv[2:]:
         if arg.startswith("outputs/study/"):
-            kept = sorted((REPO / "docs" / "mode_collapse_study").glob(Path(arg).name + "*"))
+            name, kept_in = Path(arg).name, REPO / "docs" / "mode_collapse_study"
+            kept = sorted([*kept_in.glob(name), *kept_in.glob(name + "_seed*")])
             assert kept, arg
             args += map(str, kept)
         else:
