@@ -318,9 +318,8 @@ def write_reports(sweep: Path, groups: list[Group], jobs: list[Job],
         lines += ["", "Samples over training: `report_strips.png`, a row per configuration (its "
                   "lowest seed's samples/strip.png), a panel per sampling step.", "",
                   "![samples over training](report_strips.png)"]
-    if no_strip:
-        lines += ["", "Left out of report_strips.png:" if strips else
-                  "No strips, no report_strips.png:", "", *(f"- {note}" for note in no_strip)]
+    if strips and no_strip:  # with no strip at all (runs without samples): nothing to say
+        lines += ["", "Left out of report_strips.png:", "", *(f"- {note}" for note in no_strip)]
     problems = [j for j in jobs if j.status != "finished"]
     if problems:
         lines += ["", "Jobs that did not finish:", ""]
