@@ -76,7 +76,16 @@ def d_heatmap(module, points: Tensor, labels: Tensor | None = None, pack: int = 
     the map is D's function of a clean point. Where D judges `pack` samples at once,
     each point is a pack of `pack` identical copies. A conditional D (`labels`: the
     labels of the panel's samples) is averaged over the labels present, each weighted
-    by its share of `labels`, in the space shown (probabilities, or raw scores)."""
+    by its share of `labels`, in the space shown (probabilities, or raw scores).
+    D judges the points in batches of its training batch (`module.batch_size` rows):
+    its memory stays that of a step, and where D's output depends on its batch
+    (minibatch discrimination, minibatch stddev) a point's companions are as many
+    other grid points as a training batch holds."""
+    chunk = max(1, module.batch_size // pack)
+    return torch.cat([_d_scores(module, part, labels, pack) for part in points.split(chunk)])
+
+
+def _d_scores(module, points: Tensor, labels: Tensor | None, pack: int) -> Tensor:
     score = torch.sigmoid if module.probability_outputs else (lambda t: t)
     with evaluating(module.D) as D:
         x = module.as_d_input(points.to(module.device)).to(next(D.parameters()).dtype)

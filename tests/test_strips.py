@@ -111,6 +111,21 @@ def test_a_point_is_a_pack_of_copies_and_a_conditional_d_is_averaged_over_the_la
     assert torch.allclose(d_heatmap(conditional, grid, labels), expected, atol=1e-6)
 
 
+def test_a_batch_dependent_d_judges_the_grid_in_training_batches():
+    """Minibatch discrimination: D's output depends on its batch, so the grid goes through
+    D as many points at a time as a training batch (and its memory stays a step's: the
+    whole 64x64 grid at once asked for 34 GB)."""
+    module = module_for("regularizer=[minibatch_discrimination]", "dataset.batch_size=50")
+    grid = plane_grid(2.6, 16)  # 256 points: 5 batches of 50 and one of 6
+    with torch.no_grad():
+        expected = torch.cat([torch.sigmoid(module.D.eval()(part)) for part in grid.split(50)])
+        whole = torch.sigmoid(module.D.eval()(grid))
+    heat = d_heatmap(module, grid)
+    assert torch.allclose(heat, expected, atol=1e-6)
+    assert not torch.allclose(heat, whole, atol=1e-4)  # the batch matters: it is not the grid's
+    assert d_heatmap(module, plane_grid(2.6)).shape == (HEAT_POINTS ** 2,)
+
+
 def test_the_panel_shows_the_heat_map_the_dots_and_the_centres():
     heat = torch.rand(HEAT_POINTS, HEAT_POINTS, generator=torch.Generator().manual_seed(0))
     centres = torch.tensor([[2.0, 0.0]])
