@@ -471,6 +471,13 @@ CHECKS = {
                  "runs 2 steps (the table from the kept runs: test_mode_collapse_tables)"),
     r"^ganrun -m protocol=dyngan_grid,dyngan_ring ": (
         "short", "test_studies_short: 12 jobs of 30,000 steps; the first job runs 2 steps"),
+    r"^ganrun -m protocol=pacgan_stacked_small_d seed=": (
+        "short", "test_studies_short: the stacked study, 15 jobs of 2000 steps (74 minutes); "
+                 "the first job runs 2 steps (the table from the kept runs: "
+                 "test_mode_collapse_tables)"),
+    r"^ganrun -m protocol=pacgan_(ring|grid) method=gan,pacgan2 seed=0,1,2,3,4 ": (
+        "short", "test_studies_short: 10 jobs of 20,000 steps each; the first job runs 2 "
+                 "steps (the table from the kept runs: test_mode_collapse_tables)"),
     r"^ganrun -m dataset=ring8 method=gan,pacgan2,unrolled,dyngan ": (
         "short", "test_studies_short: the strips' example, 4 jobs of 3000 steps; the first job "
                  "runs 2 steps (the strips themselves: tests/test_strips.py)"),
@@ -905,11 +912,15 @@ STUDIES = [r"^ganrun experiment=optimizer_study$",
            r"^ganrun experiment=mode_collapse_study protocol=pacgan_grid ",
            r"^ganrun experiment=mode_collapse_study protocol=pacgan_ring ",
            r"^ganrun -m protocol=dyngan_grid,dyngan_ring ",
-           r"^ganrun -m dataset=ring8 method=gan,pacgan2,unrolled,dyngan "]
+           r"^ganrun -m dataset=ring8 method=gan,pacgan2,unrolled,dyngan ",
+           r"^ganrun -m protocol=pacgan_stacked_small_d seed=",
+           r"^ganrun -m protocol=pacgan_ring method=gan,pacgan2 seed=",
+           r"^ganrun -m protocol=pacgan_grid method=gan,pacgan2 seed="]
 
 
 @pytest.mark.parametrize("pattern", STUDIES, ids=["optimizer", "pacgan_grid", "pacgan_ring",
-                                                  "dyngan", "strips"])
+                                                  "dyngan", "strips", "stacked", "ring_20k",
+                                                  "grid_20k"])
 def test_studies_short(pattern, tmp_path):
     """The studies' first job, 2 steps (the studies take from 15 minutes to hours)."""
     (overrides,) = overrides_of(find(pattern))
@@ -919,7 +930,8 @@ def test_studies_short(pattern, tmp_path):
     assert result["status"] == "finished" and result["g_steps"] == 2 and result["metrics"]
 
 
-@pytest.mark.parametrize("pattern", [r"pacgan_grid outputs/study/pacgan_ring", r"dyngan_30k"])
+@pytest.mark.parametrize("pattern", [r"pacgan_grid outputs/study/pacgan_ring", r"dyngan_30k",
+                                     r"stacked_small_d", r"pacgan_ring_20k"])
 def test_mode_collapse_tables(pattern):
     """The README's tables from the study runs kept in docs/mode_collapse_study (each
     sweep's third seed ran apart, in <sweep>_seed2), every row exactly."""
