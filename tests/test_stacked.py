@@ -156,7 +156,7 @@ def test_stacked_mnist_stacks_mnist_files_and_counts_their_modes(tmp_path):
     images, labels = digits_as_mnist(root)
     cfg = validate(compose_cfg("dataset=stacked_mnist", f"dataset.root={root}",
                                "dataset.image_size=28", "dataset.n_samples=3000",
-                               "metrics.names=[stacked_modes]")[0])
+                               "metrics.names=[stacked_modes]", "metrics.classifier_steps=150")[0])
     data = load_dataset(cfg.dataset)
     assert data.data.dtype == torch.uint8 and tuple(data.data.shape) == (3000, 3, 28, 28)
     assert data.base.name == "mnist" and len(data.base) == len(images)
