@@ -141,8 +141,8 @@ def held_out_accuracy(metric: StackedModes, base, holdout: float) -> dict:
     samples whose whole mode it reads right."""
     import torch
 
-    from ganrun.data.stacked import stack
     from ganrun.data.sources import Dataset
+    from ganrun.data.stacked import stack
     from ganrun.metrics.extractors import holdout_split
 
     test, _ = holdout_split(len(base), holdout)
