@@ -56,7 +56,8 @@ def single_process_scores(run_dir: Path, n_fake: int) -> dict:
 
 @pytest.mark.parametrize("data,resume", [
     (("dataset=ring8", "dataset.batch_size=64"), True),
-    (("dataset=digits",), False),
+    # several loggers: each writes once (process 0), not once per process
+    (("dataset=digits", "logger=[tensorboard,csv,mlflow]"), False),
     # the stacked mode count reads the images itself: its readings gathered in order too
     (("dataset=stacked_digits", "dataset.n_samples=2000", "metrics.names=[stacked_modes,fid]"),
      False)], ids=["ring8", "digits", "stacked"])
@@ -74,6 +75,18 @@ def test_ddp_on_two_cpu_processes_trains_measures_and_resumes(tmp_path, data, re
     assert "2 processes x dataset.batch_size 64 = global batch 128" in output
     assert len(list((run_dir / "tb").glob("events.out*"))) == 1
     assert [s for s, _ in scalars(run_dir / "tb")["loss/d"]] == [8, 16, 24]
+    if "logger=[tensorboard,csv,mlflow]" in data:
+        import csv
+
+        from mlflow import MlflowClient
+
+        with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+            assert [int(r["step"]) for r in csv.DictReader(f) if r["loss/d"]] == [8, 16, 24]
+        client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+        (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+        (mlrun,) = client.search_runs([experiment.experiment_id])
+        assert [m.step for m in client.get_metric_history(mlrun.info.run_id, "loss/d")] == [8, 16, 24]
+        assert mlrun.info.status == "FINISHED"
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [12, 24]

@@ -33,6 +33,7 @@ class Job:
     images_per_second: float | None
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # health warnings' kinds
+    warned: list[dict] = field(default_factory=list)  # the warnings: kind, step, message
     loss: str | None = None  # the loss it trained with (metrics.json's choices)
     pid: int | None = None  # of a job that says "running" (or "died")
     resume: str | None = None  # the command that resumes a job that died
@@ -93,10 +94,11 @@ def read_job(path: Path) -> Job | None:
     status, resume = saved.get("status", "failed"), None
     if status == "running" and saved.get("pid") and gone(saved["pid"], saved.get("host")):
         status, resume = "died", resume_command(path, overrides)
-    warnings = [w.get("kind", "?") for w in (saved.get("health") or {}).get("warnings", [])]
+    warned = [w for w in (saved.get("health") or {}).get("warnings", []) if isinstance(w, dict)]
+    warnings = [w.get("kind", "?") for w in warned]
     return Job(path, config, seed, status, saved.get("reason"),
                int(saved.get("g_steps") or 0), {k: float(v) for k, v in finals.items()},
-               _number(saved.get("images_per_second")), dict(curves), warnings,
+               _number(saved.get("images_per_second")), dict(curves), warnings, warned,
                pid=saved.get("pid"), resume=resume, loss=choices.get("loss"),
                dataset=(evaluation.get("dataset") or choices.get("dataset")
                         or _configured_dataset(path)),

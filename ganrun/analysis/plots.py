@@ -1,7 +1,7 @@
 """A sweep's figures. report_<metric>.png: its ranking metrics against generator steps,
-one panel per group of jobs evaluated alike, one line per configuration, the seeds'
-spread shaded. report_strips.png: samples over training, one row per configuration
-(its lowest seed's strip, ganrun.strips)."""
+one panel per group of jobs evaluated alike, one line per configuration, the 95%
+confidence interval of its mean over seeds shaded. report_strips.png: samples over
+training, one row per configuration (its lowest seed's strip, ganrun.strips)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ganrun.analysis.jobs import Job
 
 
-def _seed_curves(jobs: list[Job], metric: str) -> dict[str, dict[int, list[float]]]:
+def seed_curves(jobs: list[Job], metric: str) -> dict[str, dict[int, list[float]]]:
     """`metric` per configuration per generator step, one value per seed."""
     series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for job in jobs:
@@ -23,36 +23,47 @@ def _seed_curves(jobs: list[Job], metric: str) -> dict[str, dict[int, list[float
     return series
 
 
+def draw_curves(ax, series: dict[str, dict[int, list[float]]], metric: str, title: str) -> None:
+    """One line per configuration of `series` (the mean over its seeds against
+    generator steps), the 95% confidence interval of that mean shaded (Student t;
+    none where a step has one seed)."""
+    import math
+
+    from ganrun.analysis.stats import ci95_half_width
+
+    for config, points in sorted(series.items()):
+        steps = sorted(points)
+        mean = [statistics.fmean(points[s]) for s in steps]
+        line = ax.plot(steps, mean, marker="o", markersize=3, label=config)[0]
+        half = [ci95_half_width(points[s]) for s in steps]
+        if any(math.isfinite(h) for h in half):
+            half = [h if math.isfinite(h) else 0.0 for h in half]
+            ax.fill_between(steps, [m - h for m, h in zip(mean, half, strict=True)],
+                            [m + h for m, h in zip(mean, half, strict=True)],
+                            color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("generator steps")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
 def plot_curves(sweep: Path, groups: list) -> list[Path]:
     """report_<metric>.png for each ranking metric: the metric against generator steps,
     one panel per group it ranks (their scales differ), one line per configuration (the
-    mean over seeds, the lowest to the highest seed shaded)."""
+    mean over seeds, its 95% confidence interval shaded)."""
     panels: dict[str, list[tuple]] = defaultdict(list)  # report.Group, its curves
     for group in groups:
-        series = _seed_curves(group.jobs, group.metric)
+        series = seed_curves(group.jobs, group.metric)
         if series:
             panels[group.metric].append((group, series))
     if not panels:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     written = []
     for metric, plotted in panels.items():
         fig, axes = plt.subplots(1, len(plotted), figsize=(8 * len(plotted), 5), squeeze=False)
         for ax, (group, series) in zip(axes[0], plotted, strict=True):
-            for config, points in sorted(series.items()):
-                steps = sorted(points)
-                mean = [statistics.fmean(points[s]) for s in steps]
-                line = ax.plot(steps, mean, marker="o", markersize=3, label=config)[0]
-                ax.fill_between(steps, [min(points[s]) for s in steps],
-                                [max(points[s]) for s in steps], color=line.get_color(), alpha=0.2)
-            ax.set_xlabel("generator steps")
-            ax.set_ylabel(metric)
-            ax.set_title(f"{sweep.name}: {metric}, {group.heading}", fontsize=9)
-            ax.legend(fontsize=7)
+            draw_curves(ax, series, metric, f"{sweep.name}: {metric}, {group.heading}")
         fig.tight_layout()
         path = sweep / f"report_{metric.replace('/', '_')}.png"
         fig.savefig(path, dpi=100)
@@ -61,7 +72,17 @@ def plot_curves(sweep: Path, groups: list) -> list[Path]:
     return written
 
 
-def _lowest_seed(jobs: list[Job]) -> Job:
+def pyplot():
+    """matplotlib's pyplot, drawing off screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def lowest_seed(jobs: list[Job]) -> Job:
     """The job of the lowest seed: numbers by value (2 before 10), any other after."""
     def order(job: Job) -> tuple:
         number = job.seed.lstrip("-").isdigit()
@@ -85,7 +106,7 @@ def strip_rows(groups: list) -> tuple[list[tuple[str, Job]], list[str]]:
     rows, notes = [], []
     for group in groups:
         for row in group.rows:
-            job = _lowest_seed([j for j in group.jobs if j.config == row["config"]])
+            job = lowest_seed([j for j in group.jobs if j.config == row["config"]])
             if panel_steps(job.path / "samples", _last_step(job)):
                 rows.append((f"{row['config']} (seed {job.seed})", job))
             else:

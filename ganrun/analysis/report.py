@@ -11,9 +11,9 @@ second, and whether Welch's t-test separates its lead over the next row at the s
 run ("vs next"); then every job with its status. Writes report.md, report.csv (every
 metric's mean, std and CI, the group, the p-values), report_<metric>.png (the
 metric against generator steps, one panel per group, one line per configuration,
-the seed spread shaded) and report_strips.png (samples over training, a row per
+the 95% confidence interval of the mean over seeds shaded) and report_strips.png (samples over training, a row per
 configuration: its lowest seed's strip) into the sweep directory, and prints
-report.md. The health columns (health/collapsed_share, health/grad_norm_g, ...) are
+report.md; with --html also report.html, all of it on one page (ganrun.analysis.html). The health columns (health/collapsed_share, health/grad_norm_g, ...) are
 the last logged values; "health warnings" counts the jobs of each configuration that
 warned of each failure (callbacks.health). Which way is better, what ranks a group by default and what
 report.md shows beside it are the metrics' own declarations (ganrun.metrics.registry);
@@ -255,7 +255,7 @@ def shown_columns(group: Group, columns: list[str] | None) -> list[str]:
 
 def group_title(group: Group, asked: str | None) -> str:
     n = len(group.rows)
-    title = f"## {group.heading}: {n} configuration{'s' * (n != 1)}, "
+    title = f"{group.heading}: {n} configuration{'s' * (n != 1)}, "
     if not group.names:
         return title + "none finished, nothing to rank"
     if not comparable(group.jobs, group.metric):
@@ -267,21 +267,27 @@ def group_title(group: Group, asked: str | None) -> str:
     return title + (f"; {asked} is not logged here" if asked and asked != group.metric else "")
 
 
-def group_table(group: Group, columns: list[str] | None, asked: str | None) -> list[str]:
-    """A group's title, its table (markdown) and the footnote that says what ± and
-    "vs next" mean."""
+def table_cells(group: Group, columns: list[str] | None, asked: str | None
+                ) -> tuple[str, list[str], list[list[str]], str]:
+    """A group's title, its table's header and rows (each cell as report.md shows it)
+    and the footnote that says what ± and "vs next" mean: report.md's and report.html's."""
     shown = shown_columns(group, columns)
     lead = ["vs next"] if any(row["p_next"] is not None for row in group.rows) else []
     header = ["configuration", "seeds", "diverged", "failed", "stopped", *shown, *lead,
               "images/s", "health warnings"]
-    lines = [group_title(group, asked), "", "| " + " | ".join(header) + " |",
-             "|" + " --- |" * len(header)]
-    for row in group.rows:
-        cells = [f"`{row['config']}`", str(row["seeds"]), str(row["diverged"]), str(row["failed"]),
-                 str(row["stopped"]), *(_cell(row.get(n, NOT_LOGGED)) for n in shown),
-                 *(row[c] for c in lead), _rate(row["images/s"]), row["health"]]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[f"`{row['config']}`", str(row["seeds"]), str(row["diverged"]), str(row["failed"]),
+             str(row["stopped"]), *(_cell(row.get(n, NOT_LOGGED)) for n in shown),
+             *(row[c] for c in lead), _rate(row["images/s"]), row["health"]]
+            for row in group.rows]
     footnote = METRIC_FOOTNOTE + (" " + LEAD_FOOTNOTE.format(metric=group.metric) if lead else "")
+    return group_title(group, asked), header, rows, footnote
+
+
+def group_table(group: Group, columns: list[str] | None, asked: str | None) -> list[str]:
+    """A group's title, its table (markdown) and its footnote."""
+    title, header, rows, footnote = table_cells(group, columns, asked)
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return [*lines, "", footnote]
 
 
@@ -306,7 +312,8 @@ def write_csv(path: Path, groups: list[Group], names: list[str]) -> None:
 
 
 def write_reports(sweep: Path, groups: list[Group], jobs: list[Job],
-                  columns: list[str] | None = None, asked: str | None = None) -> list[Path]:
+                  columns: list[str] | None = None, asked: str | None = None,
+                  html: bool = False) -> list[Path]:
     n = sum(len(g.rows) for g in groups)
     lines = [f"# Sweep {sweep.name}: {n} configuration{'s' * (n != 1)}"
              + (f" in {len(groups)} groups (dataset, extractor), each ranked on its own"
@@ -332,19 +339,26 @@ def write_reports(sweep: Path, groups: list[Group], jobs: list[Job],
     out = sweep / "report.csv"
     write_csv(out, groups, sorted({name for g in groups for name in g.names}))
     figure = plot_strips(sweep, strips)
-    return [md, out, *plot_curves(sweep, groups), *([figure] if figure else [])]
+    written = [md, out, *plot_curves(sweep, groups), *([figure] if figure else [])]
+    if html:
+        from ganrun.analysis.html import write_html
+
+        written.append(write_html(sweep, groups, jobs,
+                                  lambda group: table_cells(group, columns, asked), figure))
+    return written
 
 
 class NothingToRank(KeyError):
     """No job of the sweep finished; report.md still lists every job and why."""
 
 
-def report(sweep: str | Path, metric: str | None = None,
-           columns: list[str] | None = None) -> tuple[list[dict], list[str], list[Path]]:
-    """Writes `sweep`'s report.md, report.csv and plots; returns every configuration's
-    row (group after group, each ranked by `metric`, by default its first quality
-    metric), every metric's name, and the files written. `columns`: report.md's metric
-    columns; ["all"] for every one; None for the ranking metric and its companions."""
+def report(sweep: str | Path, metric: str | None = None, columns: list[str] | None = None,
+           html: bool = False) -> tuple[list[dict], list[str], list[Path]]:
+    """Writes `sweep`'s report.md, report.csv and plots (and report.html with `html`);
+    returns every configuration's row (group after group, each ranked by `metric`, by
+    default its first quality metric), every metric's name, and the files written.
+    `columns`: report.md's metric columns; ["all"] for every one; None for the ranking
+    metric and its companions."""
     sweep = Path(sweep).expanduser()
     if not sweep.is_dir():
         raise FileNotFoundError(f"{sweep}: no such directory")
@@ -357,7 +371,7 @@ def report(sweep: str | Path, metric: str | None = None,
     groups = rank(jobs, metric)
     names = sorted({name for g in groups for name in g.names})
     if not any(j.status == "finished" for j in jobs):  # say what each job did
-        write_reports(sweep, groups, jobs)
+        write_reports(sweep, groups, jobs, html=html)
         raise NothingToRank(f"no job finished, nothing to rank ({len(jobs)} jobs: "
                             f"{', '.join(sorted({status_text(j) for j in jobs}))})")
     if metric is not None and metric not in names:
@@ -366,5 +380,5 @@ def report(sweep: str | Path, metric: str | None = None,
     if unknown:
         raise KeyError(f"--columns {', '.join(unknown)} not in the jobs' results; available: "
                        f"{', '.join(names)}")
-    written = write_reports(sweep, groups, jobs, columns, metric)
+    written = write_reports(sweep, groups, jobs, columns, metric, html)
     return [row for g in groups for row in g.rows], names, written

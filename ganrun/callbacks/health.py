@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ganrun import loggers
 from ganrun.callbacks.base import SideJob, peer
 from ganrun.callbacks.diagnoses import (
     COLLAPSE_KINDS,
@@ -290,13 +291,13 @@ class HealthMonitor(SideJob):
         if "held" in evidence:
             h["best_held"] = max(h["best_held"], evidence["held"])
         self.coverage = {"step": step, "state": kind or "healthy", **evidence}
-        if trainer.logger is not None and "what" in evidence:
+        if "what" in evidence:
             what = evidence["what"]
             values = {f"health/{what}_held": evidence["held"],
                       f"health/effective_{what}": evidence["effective"]}
             if "near" in evidence:
                 values["health/near_share"] = evidence["near"]
-            trainer.logger.log_metrics(values, step=step)
+            loggers.scalars(trainer, values, step)
 
     def _judge_step(self, step: int, last: dict[str, float]) -> None:
         h = self._history

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from ganrun import loggers
 from ganrun.callbacks.base import EveryNSteps, run_dir, share_buffers
 from ganrun.metrics.registry import METRICS
 from ganrun.metrics.state import GeneratedFeatures
@@ -122,16 +123,14 @@ class Metrics(EveryNSteps):
         if not trainer.is_global_zero:
             return
         self.last = results
-        if trainer.logger is not None:
-            trainer.logger.log_metrics({f"metrics/{k}": v for k, v in results.items()}, step=step)
+        loggers.scalars(trainer, {f"metrics/{k}": v for k, v in results.items()}, step)
         record = {"step": step, "images_seen": module.images_seen,
                   **self.evaluator.protocol, "seconds": round(time.perf_counter() - started, 3),
                   "metrics": results}
         append_jsonl(run_dir(trainer) / METRICS_LOG, record)
         for name, picture in self.evaluator.pictures().items():  # a histogram of modes...
-            save_png(picture, run_dir(trainer) / "samples" / f"{name}_step_{step:07d}.png")
-            if trainer.logger is not None:
-                trainer.logger.experiment.add_image(f"metrics/{name}", picture, step,
-                                                    dataformats="HWC")
+            path = run_dir(trainer) / "samples" / f"{name}_step_{step:07d}.png"
+            save_png(picture, path)
+            loggers.picture(trainer, f"metrics/{name}", picture, step, path)
         shown = "  ".join(f"{k} {v:.4g}" for k, v in results.items())
         log.info("metrics at step %d (%s): %s", step, self.evaluator.extractor_id, shown)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ganrun import loggers
 from ganrun.callbacks.base import EveryNSteps, run_dir, share_buffers
 from ganrun.outputs import checkpoint_of
 from ganrun.regularizers import samples_per_decision
@@ -84,13 +85,13 @@ class SampleGrids(EveryNSteps):
             nrow = fake.shape[0] // module.num_classes if self.labels is not None else None
             picture = image_grid(fake, nrow=nrow)
         samples = run_dir(trainer) / "samples"
-        save_png(picture, samples / f"step_{step:07d}.png")
+        grid = samples / f"step_{step:07d}.png"
+        save_png(picture, grid)
         save_png(self.panel(module, fake, labels, step), panel_path(samples, step))
         strip = side_by_side(read_strip_panels(samples, up_to=step))
         save_png(strip, samples / STRIP_FILE)
-        if trainer.logger is not None:
-            trainer.logger.experiment.add_image("samples", picture, step, dataformats="HWC")
-            trainer.logger.experiment.add_image("strip", strip, step, dataformats="HWC")
+        loggers.picture(trainer, "samples", picture, step, grid)
+        loggers.picture(trainer, "strip", strip, step, samples / STRIP_FILE)
 
     def panel(self, module, fake, labels, step: int) -> np.ndarray:
         """This step's panel of the strip (ganrun.strips): D's heat map under the samples

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 
+from ganrun import loggers
 from ganrun.callbacks.base import EveryNSteps, mean_step_stats, run_dir
 from ganrun.outputs import METRICS_FILE, heartbeat
 
@@ -84,8 +85,7 @@ class StepStats(EveryNSteps):
         rate = (seen - self._clock[1]) / max(now - self._clock[0], 1e-9)
         self._clock = (now, seen)
         if trainer.is_global_zero:
-            if trainer.logger is not None:
-                trainer.logger.log_metrics({**stats, "perf/images_per_second": rate}, step=step)
+            loggers.scalars(trainer, {**stats, "perf/images_per_second": rate}, step)
             # What metrics.json says of a run killed outright: the last step logged
             # (before its console line).
             heartbeat(run_dir(trainer) / METRICS_FILE, g_steps=step,

@@ -21,10 +21,13 @@ def main() -> None:
                         help="metrics shown in report.md, comma-separated, or 'all' (default: "
                              "the ranking metric and its companions, e.g. fid with kid, "
                              "precision, recall; report.csv always has all)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write report.html: the tables, curves, last samples and "
+                             "health warnings on one self-contained page (open it as a file)")
     args = parser.parse_args()
     columns = args.columns.split(",") if args.columns else None
     try:
-        _, _, written = report(args.sweep, args.metric, columns)
+        _, _, written = report(args.sweep, args.metric, columns, args.html)
     except (FileNotFoundError, KeyError) as e:
         if isinstance(e, NothingToRank):  # the job list is still worth reading
             print((Path(args.sweep) / "report.md").read_text())

@@ -24,6 +24,7 @@ from ganrun.config.compose import HIDDEN_KEYS
 from ganrun.config.needs import check_needs
 from ganrun.data import DATASETS as _DATASETS
 from ganrun.errors import ObjectiveError, UserError, one_of
+from ganrun.loggers import LOGGERS as _LOGGERS
 from ganrun.losses import LOSSES as _LOSSES
 from ganrun.metrics.guards import counts
 from ganrun.metrics.modes import KL_HISTOGRAMS
@@ -48,12 +49,6 @@ class TrainerConfig:
     precision: str = MISSING
     strategy: str = MISSING
     deterministic: bool = MISSING
-
-
-@dataclass
-class LoggerConfig:
-    name: str = MISSING
-    flush_secs: int = at_least(1)
 
 
 @dataclass
@@ -132,7 +127,6 @@ class RootConfig:
     study: Any = None  # free-form: values a preset's interpolations read (experiment=optimizer_study)
     callbacks: Any = None  # Hydra _target_ specs, checked when they are made (ganrun.callbacks)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
 
 
@@ -155,6 +149,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     """Return `cfg` checked against the schemas, values converted to their types."""
     checked = {name: _check_group(cfg, name, options) for name, options in groups().items()}
     checked["regularizer"] = _check_regularizers(cfg.get("regularizer") or {})
+    checked["logger"] = _check_named(cfg.get("logger") or {}, "logger", _LOGGERS)
     rest = {k: v for k, v in cfg.items() if k not in checked}
     root = _merge(RootConfig, OmegaConf.create(rest), prefix="")
     out = OmegaConf.create(
@@ -179,17 +174,20 @@ def _check_group(cfg: DictConfig, group: str, options: dict[str, type]) -> DictC
     return _merge(options[name], node, prefix=f"{group}.", option=f"{group}={name}")
 
 
-def _check_regularizers(node: DictConfig) -> DictConfig:
+def _check_named(node: DictConfig, group: str, registry: dict) -> DictConfig:
+    """A group whose options are chosen together (`regularizer=[a,b]`, `logger=[a,b]`):
+    each option's keys merged into its schema."""
     checked = {}
     for name, params in node.items():
-        if name not in _REGULARIZERS:
-            raise UserError(
-                f"regularizer.{name}: unknown regularizer; valid: {', '.join(_REGULARIZERS)}"
-            )
-        checked[name] = _merge(
-            _REGULARIZERS[name].Config, params or {}, prefix=f"regularizer.{name}.",
-            option=f"regularizer {name}",
-        )
+        if name not in registry:
+            raise UserError(f"{group}.{name}: unknown {group}; valid: {', '.join(registry)}")
+        checked[name] = _merge(registry[name].Config, params or {}, prefix=f"{group}.{name}.",
+                               option=f"{group} {name}")
+    return OmegaConf.create({k: OmegaConf.to_container(v) for k, v in checked.items()})
+
+
+def _check_regularizers(node: DictConfig) -> DictConfig:
+    checked = _check_named(node, "regularizer", _REGULARIZERS)
     for name in checked:
         cls = _REGULARIZERS[name]
         for other in cls.excludes:
@@ -197,7 +195,7 @@ def _check_regularizers(node: DictConfig) -> DictConfig:
                 a, b = sorted((name, other))
                 raise UserError(f"regularizer: {a} and {b} cannot be combined "
                                 f"({cls.excludes_why}); choose one")
-    return OmegaConf.create({k: OmegaConf.to_container(v) for k, v in checked.items()})
+    return checked
 
 
 def _merge(schema: type, node: Any, prefix: str, option: str | None = None) -> DictConfig:
@@ -250,8 +248,9 @@ def _check_ranges(cfg: DictConfig) -> None:
     range (ganrun.ranges), before any rule that computes with them."""
     for group, options in groups().items():
         check_ranges(options[cfg[group].name], cfg[group], prefix=f"{group}.")
-    for name, params in cfg.regularizer.items():
-        check_ranges(_REGULARIZERS[name].Config, params, prefix=f"regularizer.{name}.")
+    for group, registry in (("regularizer", _REGULARIZERS), ("logger", _LOGGERS)):
+        for name, params in cfg[group].items():
+            check_ranges(registry[name].Config, params, prefix=f"{group}.{name}.")
     check_ranges(RootConfig, cfg)
 
 
@@ -263,6 +262,8 @@ def _check_values(cfg: DictConfig) -> None:
     one_of("sample.latent", cfg.sample.latent, ("normal", "uniform"))
     _check_model(cfg)
     _check_loss_and_regularizers(cfg)
+    for name, params in cfg.logger.items():
+        _LOGGERS[name].check(params, cfg)
     check_metrics(cfg)
     check_needs(cfg.callbacks)
 

@@ -20,6 +20,7 @@ from ganrun.config.schema import validate
 from ganrun.errors import Interrupted, UserError
 from ganrun.fleet.members import CURRENT, Member, MemberCallbacks, build_member
 from ganrun.fleet.plan import difference, refusal, structure_of
+from ganrun.loggers import finish
 from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
 
 log = logging.getLogger("ganrun")
@@ -172,9 +173,8 @@ def _finish(member: Member, fleet, stop, wall: float, outcomes) -> None:
                   **outcomes(member.trainer, shell))
     result["wall_seconds"] = round(wall, 3)
     result["images_per_second"] = round(result["images_seen"] / max(wall, 1e-9), 1)
-    if member.trainer.logger is not None:
-        member.trainer.logger.finalize(result["status"])
     write_json(member.run_dir / METRICS_FILE, result)
+    finish(member.trainer, result)
     token = CURRENT.set(member.name)  # the member's line, in its own log
     log.info("%s: %d generator steps, %d images in %.1f s (a fleet of %d); outputs in %s",
              result["status"], result["g_steps"], result["images_seen"], wall,

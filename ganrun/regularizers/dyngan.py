@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ganrun import loggers
 from ganrun.errors import UserError
 from ganrun.losses import real_probability
 from ganrun.ranges import above, at_least, between
@@ -230,10 +231,9 @@ class DynGAN(Regularizer):
             self.splits.append({"step": step, "partitions": self.partitions,
                                 "collapsed_share": round(self.collapsed_share, 6)})
         if module.trainer is not None and module.trainer.is_global_zero:
-            if module.logger is not None:
-                module.logger.log_metrics({"dyngan/partitions": self.partitions,
-                                           "dyngan/collapsed_share": self.collapsed_share},
-                                          step=step)
+            loggers.scalars(module.trainer, {"dyngan/partitions": self.partitions,
+                                             "dyngan/collapsed_share": self.collapsed_share},
+                            step)
             if split:
                 log.info("dyngan: step %d: %.1f%% of the real samples collapsed; %d partitions, "
                          "prior %s", step, 100 * self.collapsed_share, self.partitions,

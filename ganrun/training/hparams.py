@@ -1,20 +1,21 @@
-"""TensorBoard's HParams view of a run: the group choices and key numbers (a sweep's
-varied keys first) beside the metric columns the run logs; also in tb/hparams.yaml."""
+"""A run's hyperparameters as its loggers show them: the group choices and key numbers
+(a sweep's varied keys first) beside the metric columns the run logs (TensorBoard's
+HParams view, tb/hparams.yaml, MLflow's params, ...: ganrun.loggers)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Callback
 
+from ganrun.loggers import hparams
+
 # Group choices shown in TensorBoard's HParams view, and the key numbers beside them
 # (after the job's own overrides, those a sweep varies first).
 KEY_NUMBERS = ("optim.lr_g", "optim.lr_d", "optim.n_critic", "dataset.batch_size",
                "model.latent_dim", "train.steps", "seed")
-HPARAMS_FILE = "hparams.yaml"  # in tb/, beside the event files: the same hparams
 
 def choices_of(cfg: DictConfig, hydra_choices: dict | None = None) -> dict[str, str]:
     """Which option of each group this run uses: `{"loss": "wgan_gp", ...}`."""
@@ -86,44 +87,16 @@ def logged_metrics(trainer) -> list[str]:
     return [*out, *LOSS_OUTPUTS]
 
 
-def write_hparams(logger, params: dict[str, Any], metrics: list[str],
-                  varied: list[str] | tuple = ()) -> None:
-    """Write TensorBoard's HParams summaries (every group choice and the key numbers,
-    `metrics` the metric columns) and the same hparams to tb/hparams.yaml.
-
-    Unlike `logger.log_hyperparams(params, metrics)`, logs no placeholder metric
-    values: the metric columns are filled from the scalars the run logs. The `varied`
-    hparams (a sweep's) are marked as differing between runs: TensorBoard lists those
-    first, the others by name, and shows the first few by default.
-    """
-    from pytorch_lightning.core.saving import save_hparams_to_yaml
-    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-    from torch.utils.tensorboard.summary import hparams
-
-    clean = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in params.items()}
-    exp, ssi, sei = hparams(clean, dict.fromkeys(metrics, 0.0))
-    content = exp.value[0].metadata.plugin_data
-    data = HParamsPluginData.FromString(content.content)
-    for info in data.experiment.hparam_infos:
-        info.differs = info.name in varied
-    content.content = data.SerializeToString()
-    writer = logger.experiment._get_file_writer()
-    for summary in (exp, ssi, sei):
-        writer.add_summary(summary)
-    logger.hparams = dict(clean)  # what Lightning would write to hparams.yaml: not {}
-    save_hparams_to_yaml(Path(logger.log_dir) / HPARAMS_FILE, clean)
-
-
 class WriteHParams(Callback):
-    """Writes the HParams summaries once the metrics callback has set up its evaluator,
-    so that the metric columns are those this run logs (no mode metrics for images,
-    no IS from random_conv, ppl only when asked for)."""
+    """Hands the hyperparameters to each logger once the metrics callback has set up its
+    evaluator, so that the metric columns are those this run logs (no mode metrics for
+    images, no IS from random_conv, ppl only when asked for)."""
 
     def __init__(self, params: dict[str, Any], varied: list[str]):
         self.params, self.varied, self.written = params, varied, False
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.written or not trainer.is_global_zero or trainer.logger is None:
+        if self.written or not trainer.is_global_zero:
             return
-        write_hparams(trainer.logger, self.params, logged_metrics(trainer), self.varied)
+        hparams(trainer, self.params, logged_metrics(trainer), self.varied)
         self.written = True

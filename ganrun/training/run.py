@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganrun.config.schema import validate
 from ganrun.errors import DivergedError, Interrupted, PeerDied, UserError
+from ganrun.loggers import finish
 from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
 from ganrun.training.hparams import WriteHParams, choices_of, hparams_of, sweep_position
 from ganrun.training.launcher import WorkerLauncher, cause_of, global_rank, strategy_for
@@ -114,6 +115,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
         result["images_per_second"] = round(result["images_seen"] / max(wall, 1e-9), 1)
         if primary:
             write_json(run_dir / METRICS_FILE, result)
+            if trainer is not None:
+                finish(trainer, result)
     return result
 
 
@@ -198,14 +201,15 @@ def _hydra_output_dir() -> str:
 
 def build(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
           write: bool = True, module_class: type | None = None):
-    """(module, trainer, datamodule, logger) for the validated `cfg`, writing in
-    `run_dir` (config.yaml and the HParams summaries unless `write` is false); the
-    module a GANModule, or of `module_class` (a subclass: a fleet's member)."""
+    """(module, trainer, datamodule, sinks) for the validated `cfg`, writing in
+    `run_dir` (config.yaml and the hyperparameters unless `write` is false); the
+    module a GANModule, or of `module_class` (a subclass: a fleet's member); the sinks
+    its loggers (ganrun.loggers)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.loggers import TensorBoardLogger
 
     from ganrun.callbacks import build_callbacks
     from ganrun.data import GANDataModule, load_dataset
+    from ganrun.loggers import make_sinks
     from ganrun.regularizers import samples_per_decision, supplies_labels
     from ganrun.training.module import GANModule
 
@@ -216,8 +220,7 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                                cfg.optim.n_critic, cfg.seed, with_labels=cfg.model.conditional,
                                with_index=supplies_labels(cfg.regularizer))
     module = (module_class or GANModule)(cfg, dataset.shape, num_classes=dataset.num_classes)
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="",
-                               default_hp_metric=False, flush_secs=cfg.logger.flush_secs)
+    sinks = make_sinks(cfg, run_dir)
     if write:
         overrides, varied = sweep_position()
         callbacks.append(WriteHParams(hparams_of(cfg, choices or choices_of(cfg), overrides,
@@ -234,7 +237,7 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
             deterministic=cfg.trainer.deterministic,
             max_epochs=-1,
             max_steps=-1,
-            logger=logger,
+            logger=[sink.logger for sink in sinks] or False,
             callbacks=callbacks,
             enable_checkpointing=False,  # callbacks.checkpoint writes last.ckpt, atomically
             enable_progress_bar=False,   # one line every log.every steps instead
@@ -242,7 +245,7 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
             num_sanity_val_steps=0,
             default_root_dir=str(run_dir),
         )
-    return module, trainer, datamodule, logger
+    return module, trainer, datamodule, sinks
 
 
 def _precision(trainer_cfg: DictConfig) -> str:
