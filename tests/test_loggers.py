@@ -1,9 +1,10 @@
 """The logger group (tensorboard, csv, mlflow, wandb, and several at once) read back with
 each logger's own library, and report.html opened in a real browser.
 
-One sweep (2 losses x 2 seeds, every logger at once) is trained once for the module;
-each logger's store is then read back and held against the jobs' metrics.json and
-against TensorBoard's event files, read by TensorBoard's own reader."""
+The README's sweep with every logger at once (2 losses x 2 seeds, "Comparing runs") is
+trained once for the module, as the README shows it; each logger's store is then read
+back and held against the jobs' metrics.json and against TensorBoard's event files,
+read by TensorBoard's own reader."""
 
 from __future__ import annotations
 
@@ -22,11 +23,10 @@ from PIL import Image
 from browser import open_page
 from conftest import GANRUN, REPO, cli_env
 from tbread import scalars
+from test_readme import find
 from wandbread import read_run
 
-STEPS = ("dataset=ring8", "train.steps=100", "log.every=25", "log.sample_every=50",
-         "metrics.every=50", "metrics.n_fake=1000")
-ALL = "logger=[tensorboard,csv,mlflow,wandb]"
+README_SWEEP = r"^ganrun -m loss=nsgan,hinge seed=0,1 .*logger=\[tensorboard,csv,mlflow,wandb\]$"
 
 
 def ganrun(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -36,12 +36,20 @@ def ganrun(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """`ganrun -m loss=nsgan,hinge seed=0,1` with every logger: its sweep directory."""
+    """The README's sweep with every logger: its sweep directory, whose listing and whose
+    first job's are the README's."""
+    command = find(README_SWEEP)
     cwd = tmp_path_factory.mktemp("loggers")
-    proc = ganrun("-m", "loss=nsgan,hinge", "seed=0,1", *STEPS, ALL, "hydra.sweep.dir=sweep",
-                  cwd=cwd)
+    proc = ganrun(*command.argv[1:], cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return cwd / "sweep"
+    (sweep,) = (cwd / "outputs" / "multiruns").iterdir()
+    listings = [line for line in command.block if line and not line.startswith(("$", "..."))]
+    shown = sorted(p.name for p in sweep.iterdir() if not p.name.startswith("."))  # as ls does
+    assert shown == sorted(listings[0].split())
+    first = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())[0]
+    assert sorted(p.name for p in first.iterdir() if not p.name.startswith(".")) == sorted(
+        listings[1].split())
+    return sweep
 
 
 def jobs(sweep: Path) -> dict[str, dict]:
@@ -79,10 +87,11 @@ def test_the_sweep_ran_every_job_with_every_logger(sweep):
         assert (run_dir / "tb").is_dir() and (run_dir / "csv" / "metrics.csv").is_file()
         assert (run_dir / "wandb").is_dir()
     assert (sweep / "mlflow.db").is_file() and (sweep / "mlartifacts").is_dir()
-    assert not (sweep / "mlruns").exists() and not list(sweep.parent.glob("mlruns"))
+    cwd = sweep.parents[2]  # <cwd>/outputs/multiruns/<stamp>: nothing of MLflow's outside it
+    assert not (sweep / "mlruns").exists() and not (cwd / "mlruns").exists()
 
 
-def test_mlflow_holds_the_sweep_as_one_experiment_of_four_runs(sweep):
+def test_mlflow_holds_the_sweep_as_one_experiment_of_four_runs(sweep, tmp_path):
     import mlflow
     from mlflow import MlflowClient
 
@@ -102,7 +111,7 @@ def test_mlflow_holds_the_sweep_as_one_experiment_of_four_runs(sweep):
         # the overrides and group choices as params
         assert row["params.loss"] == job["choices"]["loss"]
         assert row["params.seed"] == str(job["seed"])
-        assert row["params.dataset"] == "ring8" and row["params.train.steps"] == "100"
+        assert row["params.dataset"] == "ring8" and row["params.train.steps"] == "200"
         assert row["tags.ganrun.run_dir"] == str((sweep / name).resolve())
         # the final metrics are metrics.json's
         finals = finals_of(job)
@@ -121,12 +130,12 @@ def test_mlflow_holds_the_sweep_as_one_experiment_of_four_runs(sweep):
         top = {a.path for a in client.list_artifacts(run_id)}
         assert {"metrics.json", "config.yaml", "samples"} <= top
         grids = {Path(a.path).name for a in client.list_artifacts(run_id, "samples")}
-        assert grids == {"step_0000050.png", "step_0000100.png", "strip.png"}
-        here = Path(client.download_artifacts(run_id, "metrics.json", str(sweep.parent / name)))
+        assert grids == {"step_0000100.png", "step_0000200.png", "strip.png"}
+        here = Path(client.download_artifacts(run_id, "metrics.json", str(tmp_path / name)))
         assert json.loads(here.read_text()) == job
-        grid = Path(client.download_artifacts(run_id, "samples/step_0000050.png",
-                                              str(sweep.parent / name)))
-        assert grid.read_bytes() == (sweep / name / "samples" / "step_0000050.png").read_bytes()
+        grid = Path(client.download_artifacts(run_id, "samples/step_0000100.png",
+                                              str(tmp_path / name)))
+        assert grid.read_bytes() == (sweep / name / "samples" / "step_0000100.png").read_bytes()
 
 
 def test_csv_is_lightnings_layout_with_every_scalar_tensorboard_has(sweep):
@@ -171,7 +180,7 @@ def test_wandb_writes_each_job_offline_as_a_run_of_the_sweeps_group(sweep):
             assert [v for _, v in rows[tag]] == pytest.approx([v for _, v in theirs], rel=1e-6)
         # the sample grids as images, at their steps
         images = [row for row in run["history"] if "samples/_type" in row]
-        assert [row["trainer/global_step"] for row in images] == [50, 100]
+        assert [row["trainer/global_step"] for row in images] == [100, 200]
         assert all(row["samples/_type"] == "images/separated" and row["samples/width"] == 384
                    for row in images)
         # the final values as the summary; metrics.json, config.yaml and the strip as files
@@ -209,7 +218,7 @@ def test_the_report_page_in_chromium(sweep, tmp_path):
     images = {alt: (complete, width) for alt, complete, width in seen["images"]}
     assert set(images) == {"loss=nsgan", "loss=hinge", "samples over training"}
     assert all(complete and width > 0 for complete, width in images.values())
-    grid = Image.open(sweep / "0_loss=nsgan,seed=0" / "samples" / "step_0000100.png")
+    grid = Image.open(sweep / "0_loss=nsgan,seed=0" / "samples" / "step_0000200.png")
     assert images["loss=nsgan"][1] == grid.width
     assert images["samples over training"][1] == Image.open(sweep / "report_strips.png").width
     # a curve per shown metric, each with its lines drawn

@@ -441,6 +441,9 @@ CHECKS = {
                   "xfail)"),
     r"^ganrun-eval \S+ --images ~/my_samples$": (
         "short", "test_sample_and_eval: on 60 samples of the run; the README shows no output"),
+    r"^ganrun -m loss=nsgan,hinge seed=0,1 .*logger=\[tensorboard,csv,mlflow,wandb\]$": (
+        "compared", "tests/test_loggers.py: its sweep fixture runs it, compares the two listings "
+                    "and reads every logger's store back"),
     r"^ganrun -m loss=bce,hinge optim=adam,sgd train\.steps=20$": (
         "compared", "test_sweep: the console (Hydra's lines), the finished lines, the job folders"),
     r"^ganrun-report outputs/multiruns/<stamp>": (

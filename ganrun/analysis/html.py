@@ -98,8 +98,7 @@ def _curves(sweep: Path, group, metrics: list[str]) -> list[str]:
            "<div class='figures'>"]
     for metric in metrics:
         out.append(f"<figure class='curve' data-metric='{_e(metric)}'>"
-                   f"{_svg(seed_curves(group.jobs, metric), metric, group.heading)}"
-                   f"<figcaption>{_e(metric)}</figcaption></figure>")
+                   f"{_svg(seed_curves(group.jobs, metric), metric, group.heading)}</figure>")
     return [*out, "</div>"]
 
 

@@ -62,7 +62,7 @@ class _Noise(logging.Filter):
     (the GPU line stays), its "Received SIGTERM" (ganrun says what it does about it)."""
 
     NOISE = ("TPU available", "HPU available", "IPU available", "Received SIGTERM",
-             "Received SIGINT", "not found. Creating it")  # MLflow's new experiment
+             "Received SIGINT")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -71,10 +71,9 @@ class _Noise(logging.Filter):
 
 def quiet_libraries() -> None:
     """Keep the console to what matters: Lightning's noise filtered, Optuna's storage
-    (alembic's "setup plugin ..." lines) at warnings only (MLflow's own: ganrun.loggers.mlflow)."""
+    (alembic's "setup plugin ..." lines) at warnings only."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                 "pytorch_lightning.trainer.connectors.signal_connector",
-                 "pytorch_lightning.loggers.mlflow"):
+                 "pytorch_lightning.trainer.connectors.signal_connector"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Noise) for f in logger.filters):
             logger.addFilter(_Noise())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ class MLflow(Sink):
 
     def make(self):
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # its store's set-up lines
+        # and Lightning's "Experiment with name ... not found. Creating it."
+        logging.getLogger("pytorch_lightning.loggers.mlflow").setLevel(logging.ERROR)
         from pytorch_lightning.loggers import MLFlowLogger
 
         uri = self.params.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
