@@ -774,7 +774,7 @@ def test_sweep(tmp_path, monkeypatch, capsys):
     listed = " ".join(after_prompt(command.block, "ls ")).split()
     assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == sorted(listed)
 
-    generic = find(r"^ganrun-report outputs/multiruns/<stamp>")  # [--metric M] [--columns C | all]
+    generic = find(r"^ganrun-report outputs/multiruns/<stamp> \[--metric")  # [--columns C | all]
     metric = re.search(r"\[--metric (\S+)\]", generic.text)[1]
     listed_columns = re.search(r"\[--columns (\S+) \| all\]", generic.text)[1]
     study = find(r"^ganrun-report \S+13-54-15 --columns")
@@ -790,6 +790,10 @@ def test_sweep(tmp_path, monkeypatch, capsys):
             cells = [c.strip() for c in header.strip("|").split("|")]
             assert [c for c in cells if c in wanted] == wanted, header
     assert out.startswith(f"# Sweep {sweep.name}: 4 configurations\n"), out[:500]
+    page = find(r"^ganrun-report outputs/multiruns/<stamp> --html$")  # opened in Chromium in
+    monkeypatch.setattr(sys, "argv", ["ganrun-report", str(sweep), *page.argv[2:]])  # test_loggers
+    report_main()
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"{sweep / 'report.html'}")
     assert "4 configurations, sorted by fid (lower is better)" in out, out[:500]
     assert "| vs next |" in header and "| health warnings |" in header, header
 
