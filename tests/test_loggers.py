@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from test_readme import find
 
 from browser import open_page
 from conftest import GANRUN, REPO, cli_env
 from tbread import scalars
-from test_readme import find
 from wandbread import read_run
 
 README_SWEEP = r"^ganrun -m loss=nsgan,hinge seed=0,1 .*logger=\[tensorboard,csv,mlflow,wandb\]$"
@@ -91,7 +91,7 @@ def test_the_sweep_ran_every_job_with_every_logger(sweep):
     assert not (sweep / "mlruns").exists() and not (cwd / "mlruns").exists()
 
 
-def test_mlflow_holds_the_sweep_as_one_experiment_of_four_runs(sweep, tmp_path):
+def test_mlflow_holds_the_sweep_as_one_experiment_of_four_runs(sweep, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
 
@@ -99,6 +99,7 @@ def test_mlflow_holds_the_sweep_as_one_experiment_of_four_runs(sweep, tmp_path):
     client = MlflowClient(uri)
     experiments = [e.name for e in client.search_experiments() if e.name != "Default"]
     assert experiments == [sweep.name]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri sets it: put back after
     mlflow.set_tracking_uri(uri)
     table = mlflow.search_runs(experiment_names=[sweep.name])
     assert len(table) == 4
@@ -268,3 +269,41 @@ def test_several_loggers_take_the_same_scalars(train_fast):
     result, run_dir = train_fast("logger=[tensorboard,csv]", "dataset=ring8")
     tb = scalars(run_dir / "tb")
     assert tb["loss/d"] and [s for s, _ in csv_series(run_dir, "loss/d")] == [s for s, _ in tb["loss/d"]]
+
+
+def _log_one_run(store: str, job: str, value: float) -> None:
+    """A job of a parallel sweep: its MLflow sink in the shared store, one value logged."""
+    from omegaconf import OmegaConf
+
+    from ganrun.loggers import LOGGERS, Where
+
+    params = OmegaConf.create({"tracking_uri": None, "experiment": None})
+    where = Where(Path(store) / job, Path(store), job, Path(store).name)
+    sink = LOGGERS["mlflow"](params, OmegaConf.create({}), where)
+    sink.scalars({"loss/g": value}, 10)
+    sink.finish({"status": "finished", "g_steps": 10, "losses": {"loss/g": value}})
+
+
+def test_jobs_side_by_side_share_one_new_mlflow_store(tmp_path, monkeypatch):
+    """Three processes open the same new sqlite store at once (hydra/launcher=joblib):
+    MLflow's set-up of a store is not safe against another process doing it too
+    (`table ... already exists`), so ganrun makes the store one process at a time."""
+    import multiprocessing
+
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the sweep's own store
+    store = tmp_path / "sweep"
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_log_one_run, args=(str(store), f"{k}_seed={k}", float(k)))
+             for k in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=240)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted((r.info.run_name, r.data.metrics["loss/g"], r.info.status) for r in runs) == [
+        (f"{k}_seed={k}", float(k), "FINISHED") for k in range(3)]

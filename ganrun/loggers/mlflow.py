@@ -51,16 +51,21 @@ class MLflow(Sink):
         self.logged: dict[str, float] = {}  # the last value of each scalar logged
         if self.local:
             uri = f"sqlite:///{self.where.store / STORE_FILE}"
-        return MLFlowLogger(
-            experiment_name=self.params.experiment or self.where.sweep or self.where.job,
-            run_name=self.where.job, tracking_uri=uri,
-            tags={"ganrun.run_dir": str(self.where.run_dir)},
-            artifact_location=(self.where.store / ARTIFACT_DIR).as_uri() if self.local else None)
+        with self._store_lock():  # the store, its experiment and this run made alone
+            logger = MLFlowLogger(
+                experiment_name=self.params.experiment or self.where.sweep or self.where.job,
+                run_name=self.where.job, tracking_uri=uri,
+                tags={"ganrun.run_dir": str(self.where.run_dir)},
+                artifact_location=(self.where.store / ARTIFACT_DIR).as_uri() if self.local
+                else None)
+            logger.experiment  # noqa: B018 - process 0 only (a DDP worker's is a dummy)
+        return logger
 
     @contextlib.contextmanager
     def _store_lock(self):
         """The jobs of a sweep side by side (hydra/launcher=joblib) open the one sqlite
-        store at once: the first creates its tables and the experiment, alone."""
+        store at once: the first creates its tables, one at a time (MLflow's own set-up
+        of a new store is not safe against another process doing the same)."""
         if not self.local:
             yield
             return
@@ -73,8 +78,6 @@ class MLflow(Sink):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def hparams(self, params: dict[str, Any], metrics: list[str], varied: list[str]) -> None:
-        with self._store_lock():
-            self.logger.experiment  # noqa: B018 - creates the run, under the lock
         self.logger.log_hyperparams(params)
         if varied:
             self.logger.experiment.set_tag(self.logger.run_id, "ganrun.varied", ",".join(varied))
@@ -93,9 +96,6 @@ class MLflow(Sink):
     def finish(self, result: dict[str, Any]) -> None:
         from ganrun.strips import STRIP_FILE
 
-        if self.logger._run_id is None:  # never started (failed before its first log)
-            with self._store_lock():
-                self.logger.experiment  # noqa: B018
         run_dir = self.where.run_dir
         values = {k: v for k, v in finals(result).items()  # those not logged as they are
                   if k not in self.logged or not _same(self.logged[k], v)}
