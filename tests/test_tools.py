@@ -43,6 +43,7 @@ def test_sample_is_seeded(train_fast):
 def test_eval_of_a_finished_run_and_of_a_folder(train_fast, tmp_path):
     _, run_dir = train_fast()
     record = evaluate(str(run_dir), n_fake=300, n_real=300)
+    assert record.pop("written") == run_dir / "eval.json"
     saved = json.loads((run_dir / "eval.json").read_text())
     assert saved == json.loads(json.dumps(record))
     assert record["n_fake"] == 300 and record["n_real"] == 300
@@ -298,12 +299,29 @@ def test_eval_refuses_unusable_image_folders_in_one_line(train_fast, tmp_path, c
     assert "dataset.root" not in caplog.text  # the folder as the user named it
 
 
-def test_eval_of_a_read_only_run_still_reports(train_fast, caplog):
+def test_eval_of_a_read_only_run_still_reports(train_fast, caplog, monkeypatch):
+    import ganrun.cli.tools
+
     _, run_dir = train_fast()
-    (run_dir / "eval.json").mkdir()  # unwritable, as in a read-only run directory
+
+    def denied(path, *args, **kwargs):  # a read-only run directory, even as root
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(ganrun.cli.tools, "open", denied, raising=False)
     record = evaluate(str(run_dir), names=["class_coverage"], n_fake=60)
-    assert "classes_covered" in record["metrics"]
-    assert "could not write" in caplog.text and "eval.json" in caplog.text
+    assert "classes_covered" in record["metrics"] and record["written"] is None
+    assert "could not write eval.json" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_a_second_evaluation_never_replaces_the_first(train_fast):
+    _, run_dir = train_fast()
+    first = evaluate(str(run_dir), names=["class_coverage"], n_fake=60)
+    kept = (run_dir / "eval.json").read_text()
+    second = evaluate(str(run_dir), names=["class_coverage"], n_fake=60, seed=1)
+    assert (first["written"], second["written"]) == (run_dir / "eval.json",
+                                                     run_dir / "eval_2.json")
+    assert (run_dir / "eval.json").read_text() == kept
+    assert json.loads((run_dir / "eval_2.json").read_text())["seed"] == 1
 
 
 def test_a_sweep_job_directory_is_a_path_though_its_name_holds_equals(train_fast):

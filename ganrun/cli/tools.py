@@ -323,13 +323,9 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
         record = {"images": str(folder), "checkpoint": str(ckpt), **record}
         return {**record, "written": write_record(record, [_run_dir(ckpt), folder.parent],
                                                   "eval_images")}
-    out = _run_dir(ckpt) / "eval.json"
-    try:
-        out.write_text(json.dumps(record, indent=2) + "\n")
-    except OSError as e:  # a read-only run: the results are still printed
-        log.warning("could not write %s (%s); the results are printed only", out,
-                    e.strerror or e)
-    return record
+    # eval.json, then eval_2.json, ...: an earlier evaluation is never replaced; a
+    # read-only run: a warning, the results still printed
+    return {**record, "written": write_record(record, [_run_dir(ckpt)], "eval")}
 
 
 def _folder_images(images: str, dataset):
