@@ -6,7 +6,6 @@ that resumes one that died."""
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ganrun.outputs import read_json, restore_non_finite, varied_overrides
+from ganrun.rundirs import gone
 
 # Jobs that neither finished nor broke: a signal stopped them ("interrupted", with a
 # checkpoint to resume from), they were killed outright ("died": metrics.json says
@@ -103,26 +103,6 @@ def read_job(path: Path) -> Job | None:
                dataset=(evaluation.get("dataset") or choices.get("dataset")
                         or _configured_dataset(path)),
                extractor=evaluation.get("extractor"))
-
-
-def gone(pid: int, host: str | None) -> bool:
-    """Whether process `pid` of this machine has ended (a zombie too); on another
-    machine (`host`) it cannot be told: no."""
-    import socket
-
-    if host is not None and host != socket.gethostname():
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False
-    return state == "Z"
 
 
 def resume_command(path: Path, overrides: list[str]) -> str:

@@ -104,10 +104,13 @@ def _train(cfg: DictConfig) -> float | None:
 
 def _discard(run_dir: str) -> None:
     """Remove a run directory that holds only what Hydra wrote before the run started
-    (its .hydra/ and ganrun.log); one with anything else in it is left alone."""
+    (its .hydra/ and ganrun.log, and the run's lock); one with anything else in it is
+    left alone."""
     import shutil
 
-    if os.path.isdir(run_dir) and set(os.listdir(run_dir)) <= {".hydra", "ganrun.log"}:
+    from ganrun.rundirs import LOCK_FILE
+
+    if os.path.isdir(run_dir) and set(os.listdir(run_dir)) <= {".hydra", "ganrun.log", LOCK_FILE}:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -186,6 +189,8 @@ def main() -> None:
     here and are explained; a user who set HYDRA_FULL_ERROR=1 gets tracebacks."""
     from hydra.errors import HydraException
 
+    from ganrun.rundirs import DirectoryTaken
+
     _find_plugins()
 
     from ganrun.cli.messages import (
@@ -215,6 +220,8 @@ def main() -> None:
         os.environ[TRACEBACKS] = "1" if tracebacks else "0"
         os.environ["HYDRA_FULL_ERROR"] = "1"
         _train()
+    except DirectoryTaken as e:  # nothing was written into it
+        _stop(str(e))
     except BrokenPipeError:  # `ganrun --help | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except HydraException as e:
