@@ -90,13 +90,19 @@ def jobs_in(path: Path) -> int:
 
 def claim(path: Path) -> None:
     """Take `path` for this process: the lock written (replacing one whose process is
-    gone), removed when the process ends. Refused while a live process holds it."""
-    path.mkdir(parents=True, exist_ok=True)
+    gone), removed when the process ends. Refused while a live process holds it; a
+    directory that cannot be made is left to Hydra, whose own attempt says why."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
     lock = path / LOCK_FILE
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except PermissionError:  # a read-only directory: Hydra says so, in one line
+            return
         except FileExistsError:
             taken = holder(path)
             if taken is not None:
