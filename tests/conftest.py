@@ -31,6 +31,22 @@ def ganrun_cache(tmp_path_factory):
     return cache
 
 
+@pytest.fixture(scope="session")
+def quick_start(tmp_path_factory):
+    """The README's `ganrun` with no options (test_readme): 3000 steps, metrics at 1000,
+    2000, 3000 (~20 s), trained once for the session: test_readme compares its lines,
+    test_health reads its health. (result, run_dir, console lines, whether the digits
+    classifier was trained by it)."""
+    from test_readme import find, overrides_of, run_in_process, stamp
+
+    run_dir = tmp_path_factory.mktemp("quick") / "outputs" / "runs" / stamp()
+    cache = Path(os.environ["GANRUN_CACHE"])
+    cold = not list(cache.glob("classifiers/digits-*.pt"))
+    (overrides,) = overrides_of(find(r"^ganrun$"))
+    result, lines = run_in_process(overrides, run_dir)
+    return result, run_dir, lines, cold
+
+
 @pytest.fixture
 def train_fast(tmp_path):
     """Run a few generator steps in-process; returns (result, run_dir)."""

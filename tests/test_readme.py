@@ -638,17 +638,6 @@ def test_inline_command_composes(text, tmp_path):
 # --- 3. the figures the README shows ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def quick_start(tmp_path_factory):
-    """`ganrun` with no options: 3000 steps, metrics at 1000, 2000, 3000 (~50 s)."""
-    run_dir = tmp_path_factory.mktemp("quick") / "outputs" / "runs" / stamp()
-    cache = Path(os.environ["GANRUN_CACHE"])
-    cold = not list(cache.glob("classifiers/digits-*.pt"))
-    (overrides,) = overrides_of(find(r"^ganrun$"))
-    result, lines = run_in_process(overrides, run_dir)
-    return result, run_dir, lines, cold
-
-
 def test_quick_start(quick_start):
     result, run_dir, lines, cold = quick_start
     command = find(r"^ganrun$")
