@@ -469,6 +469,8 @@ CHECKS = {
     r"^ganrun train\.steps=3000 metrics=none log\.every=500 ckpt_path=": (
         "compared", "test_interruption: resumed to step 1500 (to 3000 under -m slow)"),
     r"^ganrun ckpt_path=truncated\.ckpt$": ("compared", "test_truncated_checkpoint"),
+    r"^ganrun train\.steps=40 metrics=none hydra\.run\.dir=outputs/runs/first$": (
+        "compared", "test_nothing_written_over: the refusal, after the 20-step run before it"),
     r"^ganrun experiment=mode_collapse_study protocol=pacgan_(grid|ring) ": (
         "short", "test_studies_short: 21 jobs of 3000 steps, hours on 2 cores; the first job "
                  "runs 2 steps (the table from the kept runs: test_mode_collapse_tables)"),
@@ -588,8 +590,9 @@ def test_command_composes(command, tmp_path):
         compare(shown, [f"ganrun: error: {error}"], what=command.text)
     elif error is not None:  # Hydra's own composition errors: as the console says them
         compare(shown, run_console(command, tmp_path), what=command.text)
-    elif re.search(r"ckpt_path=|optim\.lr_d=1e6", command.text):
-        pass  # an error while training: test_resume, test_truncated_checkpoint, test_divergence
+    elif re.search(r"ckpt_path=|optim\.lr_d=1e6|hydra\.run\.dir=outputs/runs/first", command.text):
+        pass  # an error while training or of its directory: test_resume,
+        # test_truncated_checkpoint, test_divergence, test_nothing_written_over
     else:  # refused by the command line (launchers) or at the start of the run (devices)
         message = "\n".join(shown)
         if "torch sees no GPU" in message and _cuda():
@@ -697,6 +700,21 @@ def test_resume(quick_start, tmp_path):
     error, _ = fails_in_process([f"ckpt_path={empty}"], runs / stamp(4))
     compare(wrong.output, [f"ganrun: error: {error}"], subs={str(empty): "/tmp/qs"},
             what=wrong.text)
+
+
+def test_nothing_written_over(tmp_path):
+    """The README's second run into a finished run's directory: refused as shown, on the
+    console, with nothing written."""
+    first = find(r"^ganrun train\.steps=20 metrics=none hydra\.run\.dir=outputs/runs/first$")
+    again = find(r"^ganrun train\.steps=40 metrics=none hydra\.run\.dir=outputs/runs/first$")
+    assert console([GANRUN, *first.argv[1:]], cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "outputs" / "runs" / "first"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    proc = console([GANRUN, *again.argv[1:]], cwd=tmp_path)
+    assert proc.returncode == 1
+    compare(again.output, proc.stderr.splitlines(), subs={str(tmp_path): "/tmp/qs"},
+            what=again.text)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_sample_and_eval(tmp_path, monkeypatch, capsys):
