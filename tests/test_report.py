@@ -406,3 +406,42 @@ def test_a_sweep_on_the_mixtures_ranks_by_modes_though_fid_is_logged(tmp_path):
     md = (sweep / "report.md").read_text()
     assert "sorted by modes (higher is better)" in md
     assert "| stopped | modes | high_quality | reverse_kl | vs next |" in md
+
+
+@pytest.mark.parametrize("damage,what", [
+    (lambda job: (job / "metrics.json").write_text((job / "metrics.json").read_text()[:20]),
+     "metrics.json unreadable (JSONDecodeError"),
+    (lambda job: (job / "metrics.json").write_text("[1, 2]"),
+     "metrics.json holds a list, not a mapping"),
+    (lambda job: (job / "metrics.json").write_bytes(b"\xff\xfe\x00garbage"),
+     "metrics.json unreadable ("),
+    (lambda job: (job / "metrics.jsonl").write_text(
+        (job / "metrics.jsonl").read_text() + '{"step": 30, "metr'),
+     "metrics.jsonl: line 3 unreadable, skipped"),
+    (lambda job: (job / "metrics.jsonl").write_text('[1]\n{"step": 10, "metrics": {"fid": 5.0}}\n'),
+     "metrics.jsonl: line 1 unreadable, skipped"),
+    (lambda job: (job / ".hydra" / "overrides.yaml").write_text("- a: [\n"),
+     ".hydra/overrides.yaml unreadable (ParserError); the job is named by its directory"),
+], ids=["json-half-written", "json-a-list", "json-binary", "jsonl-last-line-half-written",
+        "jsonl-a-list", "overrides-yaml"])
+def test_a_damaged_file_is_named_and_skipped_never_a_traceback(tmp_path, damage, what):
+    """A crash or a full disk mid-write leaves a file half written: ganrun-report names it
+    in one line of report.md and goes on (a damaged metrics.json: the job `unreadable`)."""
+    sweep = tmp_path / "sweep"
+    for num, (loss, seed, fid) in enumerate([("bce", 0, 30.0), ("bce", 1, 32.0),
+                                             ("hinge", 0, 20.0), ("hinge", 1, 22.0)]):
+        make_job(sweep, num, [f"loss={loss}", f"seed={seed}"], fid=fid,
+                 curve=[(10, fid + 5), (20, fid)])
+    damaged = sweep / "0_loss=bce"
+    damage(damaged)
+    proc = subprocess.run([GANRUN + "-report", str(sweep), "--html"], capture_output=True,
+                          text=True, env=cli_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    md = (sweep / "report.md").read_text()
+    assert f"- `{damaged.name}`: {what}" in md
+    assert what in (sweep / "report.html").read_text().replace("&#x27;", "'")
+    hinge = next(line for line in md.splitlines() if line.startswith("| `loss=hinge`"))
+    assert hinge.split(" | ")[5] == "21 ± 13"  # the undamaged jobs still ranked: mean of 20, 22
+    if what.startswith("metrics.json "):  # not metrics.jsonl
+        assert f"| `{damaged.name}` | 0 | unreadable | 0 |" in md

@@ -172,7 +172,8 @@ def _health(group) -> list[str]:
 def _jobs(jobs: list[Job]) -> list[str]:
     rows = "".join(
         f"<tr><td class='config'>{_e(j.path.name)}</td><td>{_e(j.seed)}</td>"
-        f"<td class='text'>{_e(status_text(j) + why_not_finished(j))}</td><td>{j.g_steps}</td></tr>"
+        f"<td class='text'>{_e('; '.join([status_text(j) + why_not_finished(j), *j.notes]))}</td>"
+        f"<td>{j.g_steps}</td></tr>"
         for j in jobs)
     return ["<h2>Every job</h2>", "<table class='jobs'><thead><tr><th>job</th><th>seed</th>"
             "<th>status</th><th>generator steps</th></tr></thead>", f"<tbody>{rows}</tbody></table>"]

@@ -331,6 +331,10 @@ def write_reports(sweep: Path, groups: list[Group], jobs: list[Job],
     if problems:
         lines += ["", "Jobs that did not finish:", ""]
         lines += [f"- `{j.path.name}`: {status_text(j)}{why_not_finished(j)}" for j in problems]
+    damaged = [(j, note) for j in jobs for note in j.notes]
+    if damaged:  # a crash or a full disk mid-write: what was skipped
+        lines += ["", "Files that could not be read (skipped):", ""]
+        lines += [f"- `{j.path.name}`: {note}" for j, note in damaged]
     lines += ["", "Every job:", "", "| job | seed | status | generator steps |",
               "| --- | --- | --- | --- |"]
     lines += [f"| `{j.path.name}` | {j.seed} | {status_text(j)} | {j.g_steps} |" for j in jobs]
