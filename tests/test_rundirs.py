@@ -148,3 +148,44 @@ def test_the_lock(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def _interrupt(tmp_path: Path, signals: list[tuple[float, int]], *args: str
+               ) -> tuple[subprocess.CompletedProcess, Path]:
+    """`ganrun` into tmp_path/run, sent each (delay, signal) in turn, as a user's Ctrl-C or
+    SLURM's SIGTERM would come while it starts."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([GANRUN, *QUICK, "train.steps=100000", "train.ckpt_every=50", *args,
+                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for delay, number in signals:
+        time.sleep(delay)
+        proc.send_signal(number)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), run_dir
+
+
+@pytest.mark.parametrize("delay", [0.4, 1.5], ids=["importing", "composing-or-building"])
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_ganrun_starts_is_one_line_and_a_consistent_directory(tmp_path, delay,
+                                                                              number):
+    proc, run_dir = _interrupt(tmp_path, [(delay, number)])
+    name = signal.Signals(number).name
+    assert proc.returncode == 128 + number, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("ganrun:")]
+    assert lines == [f"ganrun: interrupted: {name} at generator step 0; no checkpoint yet"], \
+        proc.stderr
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and saved["g_steps"] == 0
+    assert not (run_dir / "checkpoints").exists()  # nothing trained, nothing half saved
+    assert not (run_dir / LOCK_FILE).exists()
+
+
+def test_a_second_signal_while_starting_stops_at_once_in_one_line(tmp_path):
+    proc, _ = _interrupt(tmp_path, [(0.4, signal.SIGINT), (0.1, signal.SIGINT)])
+    assert proc.returncode == 130
+    assert "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("ganrun:")] == [
+        "ganrun: interrupted: SIGINT again while starting: stopped at once, before anything "
+        "was trained"]

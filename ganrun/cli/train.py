@@ -187,6 +187,9 @@ def main() -> None:
 
     Hydra is asked to raise (HYDRA_FULL_ERROR) so that its composition errors come
     here and are explained; a user who set HYDRA_FULL_ERROR=1 gets tracebacks."""
+    from ganrun import interrupts
+
+    interrupts.defer()  # a Ctrl-C while starting stops the run cleanly, not mid-import
     from hydra.errors import HydraException
 
     from ganrun.rundirs import DirectoryTaken
@@ -222,6 +225,10 @@ def main() -> None:
         _train()
     except DirectoryTaken as e:  # nothing was written into it
         _stop(str(e))
+    except KeyboardInterrupt:  # a second SIGINT: stopped at once (metrics.json says so)
+        print("ganrun: interrupted: stopped at once by a second signal; the last checkpoint "
+              "written before it stands", file=sys.stderr)
+        sys.exit(130)
     except BrokenPipeError:  # `ganrun --help | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except HydraException as e:

@@ -61,12 +61,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
                 write_json(run_dir / METRICS_FILE, result)
             result["status"] = "failed"
             ignore_known_warnings()
-            ckpt_path = checked_ckpt_path(cfg.ckpt_path)
-            module, trainer, datamodule, _ = build(cfg, run_dir, choices, write=primary)
-            if ckpt_path:
-                check_fits(ckpt_path, cfg.ckpt_path, module)
-            stop.attach(module)
-            trainer.callbacks.append(stop)
+            if stop.name is None:  # not stopped while ganrun started
+                ckpt_path = checked_ckpt_path(cfg.ckpt_path)
+                module, trainer, datamodule, _ = build(cfg, run_dir, choices, write=primary)
+                if ckpt_path:
+                    check_fits(ckpt_path, cfg.ckpt_path, module)
+                stop.attach(module)
+                trainer.callbacks.append(stop)
             if stop.name is None:  # not stopped while setting up
                 try:
                     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -87,6 +88,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
         result["status"] = "finished"
     except Interrupted as e:
         result.update(status="interrupted", reason=str(e))
+        raise
+    except KeyboardInterrupt:  # a second signal: stopped at once, mid-step
+        step = module.g_steps if module is not None else 0
+        result.update(status="interrupted", reason=f"stopped at once by a second {stop.name or 'signal'} "
+                      f"at generator step {step}; the last checkpoint written before it stands")
         raise
     except PeerDied as e:
         result["reason"] = str(e)

@@ -9,6 +9,8 @@ from typing import Any
 
 from pytorch_lightning import Callback
 
+from ganrun import interrupts
+
 log = logging.getLogger("ganrun")
 
 
@@ -35,6 +37,10 @@ class StopOnSignals(Callback):
     def __enter__(self) -> StopOnSignals:
         if threading.current_thread() is threading.main_thread():
             self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            early = interrupts.take()  # one that came while ganrun started: stop before training
+            if early is not None:
+                self.name, self.number = signal.Signals(early).name, early
+                log.warning("%s while starting: stopping before training", self.name)
         return self
 
     def __exit__(self, *exc) -> None:
