@@ -231,8 +231,10 @@ def test_class_is_refused_without_classes_and_dyngan_keeps_its_prior(train_fast,
 def test_eval_checks_the_extractor_against_the_dataset(train_fast):
     _, ring8 = train_fast("dataset=ring8", name="ring8")
     _, digits = train_fast("dataset=digits", name="digits")
+    # points: the fixes that fit points, not Inception's (images)
     refused(cli("eval", ring8, "extractor=classifier"), "eval",
-            "metrics.extractor=classifier needs class labels; dataset=ring8 has none")
+            "metrics.extractor=classifier needs images; dataset=ring8 is 2-D points "
+            "(use raw or auto)")
     refused(cli("eval", digits, "extractor=raw"), "eval",
             "metrics.extractor=raw is for the 2-D mixtures")
 

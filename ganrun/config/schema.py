@@ -210,7 +210,8 @@ def _merge(schema: type, node: Any, prefix: str, option: str | None = None) -> D
 
             valid += f"; config groups: {', '.join(config_groups())}"
         where = f" for {option}" if option else ""
-        raise UserError(f"{prefix}{e.full_key}: unknown key{where}; valid keys: {valid}") from None
+        valid = f"valid keys: {valid}" if valid else "it has no keys of its own"
+        raise UserError(f"{prefix}{e.full_key}: unknown key{where}; {valid}") from None
     except ValidationError as e:
         expected = _type_name(schema, e.full_key)
         raise UserError(
@@ -297,12 +298,12 @@ def check_metrics(cfg: DictConfig) -> None:
             )
     one_of("metrics.extractor", metrics.extractor, EXTRACTORS)
     points = cfg.dataset.name in point_datasets()
-    if metrics.extractor == "classifier" and cfg.dataset.name not in labelled_datasets():
-        raise UserError(f"metrics.extractor=classifier needs class labels; dataset="
-                        f"{cfg.dataset.name} has none (use inception, or random_conv offline)")
     if metrics.extractor in ("classifier", "inception", "random_conv") and points:
         raise UserError(f"metrics.extractor={metrics.extractor} needs images; dataset="
                         f"{cfg.dataset.name} is 2-D points (use raw or auto)")
+    if metrics.extractor == "classifier" and cfg.dataset.name not in labelled_datasets():
+        raise UserError(f"metrics.extractor=classifier needs class labels; dataset="
+                        f"{cfg.dataset.name} has none (use inception, or random_conv offline)")
     if metrics.extractor == "raw" and not points:
         raise UserError("metrics.extractor=raw is for the 2-D mixtures; use classifier, inception "
                         "or random_conv")

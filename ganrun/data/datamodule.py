@@ -75,7 +75,8 @@ class GANDataModule(pl.LightningDataModule):
         raise UserError(
             f"dataset={self.dataset.name} has {len(self.dataset)} samples, fewer than one "
             f"training step needs{each} (dataset.batch_size={self.batch_size} x "
-            f"optim.n_critic={self.n_critic} = {self.step_batch}); lower dataset.batch_size")
+            f"optim.n_critic={self.n_critic} = {self.step_batch}); lower dataset.batch_size"
+            + (" or raise dataset.n_samples" if _sized(self.dataset.name) else ""))
 
     def train_dataloader(self) -> InMemoryBatches:
         trainer = self.trainer
@@ -89,3 +90,13 @@ class GANDataModule(pl.LightningDataModule):
         start = getattr(trainer.lightning_module if trainer else None, "g_steps", 0)
         return InMemoryBatches(self.dataset.data.to(device), labels, self.step_batch,
                                self.seed, start=start, rank=rank, world=world)
+
+
+def _sized(name: str) -> bool:
+    """Whether the dataset `name` draws as many samples as dataset.n_samples says."""
+    from dataclasses import fields
+
+    from ganrun.data.sources import DATASETS
+
+    source = DATASETS.get(name)
+    return source is not None and any(f.name == "n_samples" for f in fields(source.Config))

@@ -30,6 +30,7 @@ def check_fits(path: str, given: str, module) -> None:
     if not isinstance(state, dict) or "ganrun" not in state or "state_dict" not in state:
         raise UserError(f"ckpt_path={given}: not a ganrun checkpoint (give a run's "
                         "checkpoints/last.ckpt)")
+    _same_parts(state["ganrun"].get("config") or {}, module.cfg, given)
     ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in module.upgrade_state_dict(state["state_dict"]).items()}
     if ours != theirs:
@@ -38,3 +39,22 @@ def check_fits(path: str, given: str, module) -> None:
         raise UserError(f"ckpt_path={given}: made by a different model or data shape ({was}, "
                         f"data {state['ganrun'].get('data_shape')}); resume with the options "
                         "that made it")
+
+
+def _same_parts(made: dict, cfg, given: str) -> None:
+    """The regularizers and the optimizer a checkpoint was made with are this run's: a
+    state cannot pass from one optimizer to another, nor a technique's state to a run
+    without it. The refusal names what differs."""
+    if not made:
+        return
+    theirs = sorted(made.get("regularizer") or {})
+    ours = sorted(cfg.regularizer or {})
+    if theirs != ours:
+        raise UserError(f"ckpt_path={given}: made with regularizer=[{','.join(theirs)}], this run "
+                        f"has regularizer=[{','.join(ours)}]; resume with the regularizers that "
+                        "made it")
+    was = (made.get("optim") or {}).get("name")
+    if was is not None and was != cfg.optim.name:
+        raise UserError(f"ckpt_path={given}: made with optim={was}, this run has "
+                        f"optim={cfg.optim.name}; an optimizer's state cannot pass to another: "
+                        f"resume with optim={was}")

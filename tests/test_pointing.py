@@ -1,0 +1,50 @@
+"""Messages that point at the cause: the key that is wrong, what differs from a
+checkpoint, the valid keys (or that there are none), and only fixes that fit the data.
+Run as a user runs them: the console entry point, one line, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import GANRUN, cli_env
+
+
+def one_line(*args: str, cwd: Path) -> str:
+    proc = subprocess.run([GANRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=cli_env())
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["loss=hinge", "+loss.margin=1"],
+     "ganrun: error: loss.margin: unknown key for loss=hinge; it has no keys of its own"),
+    (["dataset=ring8", "metrics.extractor=classifier"],
+     "ganrun: error: metrics.extractor=classifier needs images; dataset=ring8 is 2-D points "
+     "(use raw or auto)"),
+    (["dataset=ring8", "dataset.n_samples=100", "metrics=none"],
+     "ganrun: error: dataset=ring8 has 100 samples, fewer than one training step needs "
+     "(dataset.batch_size=256 x optim.n_critic=1 = 256); lower dataset.batch_size or raise "
+     "dataset.n_samples"),
+], ids=["no-keys-of-its-own", "classifier-on-points", "too-few-samples"])
+def test_the_message_names_the_cause_and_a_fix_that_fits(tmp_path, args, expected):
+    assert one_line(*args, cwd=tmp_path) == expected
+
+
+@pytest.mark.parametrize("change,expected", [
+    ("regularizer=[spectral_norm]", "made with regularizer=[], this run has "
+                                    "regularizer=[spectral_norm]; resume with the regularizers "
+                                    "that made it"),
+    ("optim=sgd", "made with optim=adam, this run has optim=sgd; an optimizer's state cannot "
+                  "pass to another: resume with optim=adam"),
+], ids=["regularizers", "optimizer"])
+def test_resuming_with_other_parts_names_what_differs(train_fast, tmp_path, change, expected):
+    _, run_dir = train_fast("dataset=ring8")
+    line = one_line("dataset=ring8", "metrics=none", f"ckpt_path={run_dir}", change, cwd=tmp_path)
+    assert line == f"ganrun: error: ckpt_path={run_dir}: {expected}"
