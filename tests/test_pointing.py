@@ -48,3 +48,19 @@ def test_resuming_with_other_parts_names_what_differs(train_fast, tmp_path, chan
     _, run_dir = train_fast("dataset=ring8")
     line = one_line("dataset=ring8", "metrics=none", f"ckpt_path={run_dir}", change, cwd=tmp_path)
     assert line == f"ganrun: error: ckpt_path={run_dir}: {expected}"
+
+
+@pytest.mark.parametrize("arg,expected", [
+    ("trainer.devices=0", "trainer.devices=0: must be a count >= 1, -1 (every device), auto, or "
+                          "a list of distinct device indices ([0, 1])"),
+    ("trainer.devices=[0,0]", "trainer.devices=[0, 0]: must be a count >= 1"),
+    ("trainer.strategy=fsdpx", "trainer.strategy: 'fsdpx' is not supported; valid: auto, ddp"),
+    ("trainer.accelerator=tpux", "trainer.accelerator: 'tpux' is not supported; valid: auto, "
+                                 "cpu, gpu, cuda, mps"),
+], ids=["devices-0", "devices-repeated", "strategy", "accelerator"])
+def test_lightnings_choices_are_refused_first_in_ganruns_words(tmp_path, arg, expected):
+    """Values Lightning would refuse with its own exception (a traceback) are refused by
+    ganrun before anything is built."""
+    line = one_line("dataset=ring8", "metrics=none", arg, cwd=tmp_path)
+    assert line.startswith(f"ganrun: error: {expected}"), line
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.json"))

@@ -321,10 +321,30 @@ def check_metrics(cfg: DictConfig) -> None:
     counts(metrics, metrics.n_fake, None, "generated samples (metrics.n_fake)", measured)
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# ganrun's own DDP (ganrun.training.launcher) or one process; sharded strategies (fsdp,
+# deepspeed) would need checkpoints ganrun does not write.
+STRATEGIES = ("auto", "ddp")
+
+
 def check_devices(trainer_cfg: DictConfig) -> None:
-    """A GPU asked for on a machine without one: one line naming the CPU settings,
-    not Lightning's "No supported gpu backend found!" traceback."""
+    """Lightning's choices refused by ganrun first, in its own words (not Lightning's
+    exceptions): the accelerator, the strategy, the devices; a GPU asked for on a
+    machine without one names the CPU settings (not "No supported gpu backend found!")."""
     import torch
+
+    one_of("trainer.accelerator", trainer_cfg.accelerator, ACCELERATORS)
+    one_of("trainer.strategy", trainer_cfg.strategy, STRATEGIES)
+    devices = trainer_cfg.devices
+    listed = OmegaConf.is_list(devices) or isinstance(devices, list | tuple)
+    fine = (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool)
+                                  and (devices >= 1 or devices == -1))
+            or (listed and len(devices) > 0 and len(set(devices)) == len(devices)
+                and all(isinstance(d, int) and d >= 0 for d in devices)))
+    if not fine:
+        shown = list(devices) if listed else devices
+        raise UserError(f"trainer.devices={shown}: must be a count >= 1, -1 (every device), "
+                        "auto, or a list of distinct device indices ([0, 1])")
 
     if trainer_cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         cpu = ("trainer=ddp trainer.accelerator=cpu trainer.devices=2 (gloo)"
