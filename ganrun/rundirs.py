@@ -63,6 +63,12 @@ def holder(path: Path) -> tuple[int, str | None] | None:
     return None if gone(pid, host) else (pid, host)
 
 
+def died(saved: dict) -> bool:
+    """A metrics.json that says "running" whose process is gone (killed outright)."""
+    return (saved.get("status") == "running" and bool(saved.get("pid"))
+            and gone(saved["pid"], saved.get("host")))
+
+
 def what_it_holds(path: Path) -> str | None:
     """"a finished run (generator step 3000)", "a run whose process died (generator step
     1014)", "a run", ...: what a run left in `path`; None when nothing of a run is there."""
@@ -73,9 +79,7 @@ def what_it_holds(path: Path) -> str | None:
         status, step = saved.get("status"), saved.get("g_steps")
     except (OSError, ValueError, AttributeError):
         return "a run"
-    if status == "running" and saved.get("pid") and gone(saved["pid"], saved.get("host")):
-        status = "died"
-    if status == "died":
+    if died(saved):
         return f"a run whose process died (generator step {step})"
     return f"a {status} run (generator step {step})" if status else "a run"
 
@@ -142,12 +146,17 @@ def same_place(a: str | Path | None, b: Path) -> bool:
     return p == b.resolve()
 
 
+def _refuse_if_held(path: Path) -> None:
+    """Refused while a live process holds `path` (before anything else is said of it)."""
+    taken = holder(path) if path.is_dir() else None
+    if taken is not None:
+        raise DirectoryTaken(in_progress(path, taken))
+
+
 def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
     """A single run into `run_dir`: refused where a live process holds it, or where a
     run is already (unless this one continues it: ckpt_path into the same directory)."""
-    taken = holder(run_dir) if run_dir.is_dir() else None
-    if taken is not None:
-        raise DirectoryTaken(in_progress(run_dir, taken))
+    _refuse_if_held(run_dir)
     held = what_it_holds(run_dir) if run_dir.is_dir() else None
     if held is not None and not same_place(ckpt_path, run_dir):
         on = (f"continue it with ckpt_path={run_dir} (into a new run directory), or give "
@@ -161,9 +170,7 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
 def check_sweep_dir(sweep_dir: Path, ckpt_path: str | None) -> None:
     """A sweep into `sweep_dir`: refused where a live process holds it, or where it holds
     a sweep's jobs already (unless this sweep continues them: ckpt_path=<sweep_dir>)."""
-    taken = holder(sweep_dir) if sweep_dir.is_dir() else None
-    if taken is not None:
-        raise DirectoryTaken(in_progress(sweep_dir, taken))
+    _refuse_if_held(sweep_dir)
     jobs = jobs_in(sweep_dir)
     if jobs and not same_place(ckpt_path, sweep_dir):
         raise DirectoryTaken(

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from ganrun.outputs import read_json, restore_non_finite, varied_overrides
-from ganrun.rundirs import gone
+from ganrun.rundirs import died
 
 # Jobs that neither finished nor broke: a signal stopped them ("interrupted", with a
 # checkpoint to resume from), they were killed outright ("died": metrics.json says
@@ -147,7 +147,7 @@ def read_job(path: Path) -> Job | None:
                     curves[name].append((int(evaluation["step"]), float(value)))
     choices = section("choices")
     status, resume = str(saved.get("status", "failed")), None
-    if status == "running" and saved.get("pid") and gone(saved["pid"], saved.get("host")):
+    if died(saved):
         status, resume = "died", resume_command(path, overrides)
     warned = [w for w in section("health").get("warnings", []) or [] if isinstance(w, dict)]
     warnings = [w.get("kind", "?") for w in warned]
