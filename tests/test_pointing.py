@@ -57,10 +57,12 @@ def test_resuming_with_other_parts_names_what_differs(train_fast, tmp_path, chan
     ("trainer.strategy=fsdpx", "trainer.strategy: 'fsdpx' is not supported; valid: auto, ddp"),
     ("trainer.accelerator=tpux", "trainer.accelerator: 'tpux' is not supported; valid: auto, "
                                  "cpu, gpu, cuda, mps"),
-], ids=["devices-0", "devices-repeated", "strategy", "accelerator"])
+    ("trainer.precision=16-mixed", "trainer.precision=16-mixed is float16 autocast, which needs "
+                                   "a GPU; on a CPU use 32-true (or auto), bf16-mixed"),
+], ids=["devices-0", "devices-repeated", "strategy", "accelerator", "float16-on-a-cpu"])
 def test_lightnings_choices_are_refused_first_in_ganruns_words(tmp_path, arg, expected):
     """Values Lightning would refuse with its own exception (a traceback) are refused by
     ganrun before anything is built."""
-    line = one_line("dataset=ring8", "metrics=none", arg, cwd=tmp_path)
+    line = one_line("dataset=ring8", "metrics=none", "trainer.accelerator=cpu", arg, cwd=tmp_path)
     assert line.startswith(f"ganrun: error: {expected}"), line
     assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.json"))

@@ -22,6 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from ganrun.config.compose import HIDDEN_KEYS
 from ganrun.config.needs import check_needs
+from ganrun.config.trainer import check_trainer
 from ganrun.data import DATASETS as _DATASETS
 from ganrun.errors import ObjectiveError, UserError, one_of
 from ganrun.loggers import LOGGERS as _LOGGERS
@@ -142,7 +143,6 @@ def labelled_datasets() -> list[str]:
 
 def point_datasets() -> list[str]:
     return [name for name, source in _DATASETS.items() if source.points]
-PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -256,8 +256,7 @@ def _check_ranges(cfg: DictConfig) -> None:
 
 
 def _check_values(cfg: DictConfig) -> None:
-    one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
-    check_devices(cfg.trainer)
+    check_trainer(cfg.trainer)
     one_of("train.on_diverge", cfg.train.on_diverge, ("stop", "restore"))
     one_of("optim.decay", cfg.optim.decay, DECAYS)
     one_of("sample.latent", cfg.sample.latent, ("normal", "uniform"))
@@ -319,38 +318,6 @@ def check_metrics(cfg: DictConfig) -> None:
                 if extractor is None
                 or METRICS[name](metrics).skipped(extractor, cfg.dataset.name) is None]
     counts(metrics, metrics.n_fake, None, "generated samples (metrics.n_fake)", measured)
-
-
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-# ganrun's own DDP (ganrun.training.launcher) or one process; sharded strategies (fsdp,
-# deepspeed) would need checkpoints ganrun does not write.
-STRATEGIES = ("auto", "ddp")
-
-
-def check_devices(trainer_cfg: DictConfig) -> None:
-    """Lightning's choices refused by ganrun first, in its own words (not Lightning's
-    exceptions): the accelerator, the strategy, the devices; a GPU asked for on a
-    machine without one names the CPU settings (not "No supported gpu backend found!")."""
-    import torch
-
-    one_of("trainer.accelerator", trainer_cfg.accelerator, ACCELERATORS)
-    one_of("trainer.strategy", trainer_cfg.strategy, STRATEGIES)
-    devices = trainer_cfg.devices
-    listed = OmegaConf.is_list(devices) or isinstance(devices, list | tuple)
-    fine = (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool)
-                                  and (devices >= 1 or devices == -1))
-            or (listed and len(devices) > 0 and len(set(devices)) == len(devices)
-                and all(isinstance(d, int) and d >= 0 for d in devices)))
-    if not fine:
-        shown = list(devices) if listed else devices
-        raise UserError(f"trainer.devices={shown}: must be a count >= 1, -1 (every device), "
-                        "auto, or a list of distinct device indices ([0, 1])")
-
-    if trainer_cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        cpu = ("trainer=ddp trainer.accelerator=cpu trainer.devices=2 (gloo)"
-               if trainer_cfg.strategy == "ddp" else "trainer=cpu (or trainer=default: auto)")
-        raise UserError(f"trainer.accelerator={trainer_cfg.accelerator} but torch sees no GPU "
-                        f"here (torch.cuda.is_available() is False); on CPUs use {cpu}")
 
 
 def _check_model(cfg: DictConfig) -> None:
