@@ -34,6 +34,17 @@ class Interrupted(Exception):
         self.step, self.checkpoint = step, checkpoint
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM: the run stops where it is (mid-step, mid-evaluation,
+    mid-write); what it wrote before stands. A KeyboardInterrupt, so that nothing on
+    the way out takes it for an error to recover from."""
+
+    def __init__(self, signal_name: str, signal_number: int):
+        super().__init__(signal_name)
+        self.signal_name, self.signal_number = signal_name, signal_number
+        self.reason = f"stopped at once by a second {signal_name}"  # the run adds where
+
+
 class PeerDied(Exception):
     """Under DDP another process died (SIGKILL, a segfault, out of memory): process 0
     saved the last completed step, all but the dead process's random stream."""

@@ -44,6 +44,13 @@ def test_bad_overrides_stop_before_training_and_name_the_key(tmp_path, override,
      "regularizer.spectral_norm.n_power_iterations=0: must be an integer >= 1"),
     (["optim.betas=[0.5,1.0]"], "optim.betas[1]=1: must be finite and in [0, 1)"),
     (["optim.lr_g=nan"], "optim.lr_g=nan: must be finite and > 0"),
+    (["seed=-1"], "seed=-1: must be an integer in [0, 4294967295]"),
+    (["dataset=ring8", "dataset.std=-0.1"], "dataset.std=-0.1: must be finite and > 0"),
+    (["model.leaky_slope=nan"], "model.leaky_slope=nan: must be finite and in [0, 1)"),
+    (["logger=csv", "logger.csv.flush_every=0"], "logger.csv.flush_every=0: must be an integer >= 1"),
+    (["callbacks.health.delta=-1"], "callbacks.health.delta=-1: must be finite and > 0"),
+    (["trainer.num_nodes=0"], "trainer.num_nodes=0: must be an integer >= 1"),
+    (["sample.truncation=0"], "sample.truncation=0: must be finite and > 0"),
     pytest.param(["trainer=gpu"], "trainer.accelerator=gpu but torch sees no GPU here "
                  "(torch.cuda.is_available() is False); on CPUs use trainer=cpu "
                  "(or trainer=default: auto)",

@@ -140,6 +140,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(train_fast, tmp
     saved = read_json(tmp_path / "run" / "metrics.json")
     assert saved["status"] == "failed" and "No space left on device" in saved["reason"]
     assert load_ckpt(tmp_path / "run")["ganrun"]["g_steps"] == 4  # the good one, untouched
+    assert not (tmp_path / "run" / "checkpoints" / ".last.ckpt.tmp").exists()  # no half one
 
 
 @pytest.mark.parametrize("damage, expected", [

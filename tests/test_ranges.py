@@ -1,29 +1,45 @@
-"""Every numeric key of every registered component, and of the global keys, declares its
-range (ganrun.ranges), and a value outside it is refused before training in one line
-naming the key, the value and the range. The cases are read from the registries, so a
-component or key added later is covered (and one without a range fails here)."""
+"""Every numeric key of every registered component (dataset, model, loss, optim,
+regularizer, logger), of every shipped callback and of the global keys (seed, train,
+log, sample, metrics, trainer, fleet) declares its range (ganrun.ranges), and a value
+outside it is refused before training in one line naming the key, the value and the
+range. The cases are read from the registries and configs/callbacks, so a component,
+callback or key added later is covered (and one without a range fails here)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import get_type_hints
 
 import pytest
+import yaml
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from ganrun.config import schema
+from ganrun.config.compose import configs_folder
 from ganrun.errors import UserError
+from ganrun.loggers import LOGGERS
 from ganrun.ranges import Range, check_ranges, nested_schemas, numeric_fields
 from ganrun.regularizers import REGULARIZERS
 
 from conftest import compose_cfg
+
+NAMED = {"regularizer": REGULARIZERS, "logger": LOGGERS}  # groups chosen as lists
 
 
 def components() -> list[tuple[str, str, type]]:
     """(group, option, schema) of every registered component."""
     found = [(group, option, config) for group, options in schema.groups().items()
              for option, config in options.items()]
-    return found + [("regularizer", name, config) for name, config in REGULARIZERS.schemas().items()]
+    return found + [(group, name, config) for group, registry in NAMED.items()
+                    for name, config in registry.schemas().items()]
+
+
+def callbacks() -> list[tuple[str, type]]:
+    """(key, settings' schema) of each shipped callback (configs/callbacks/default.yaml)."""
+    specs = yaml.safe_load((configs_folder() / "callbacks" / "default.yaml").read_text())
+    return [(name, get_class(spec["_target_"]).ranges) for name, spec in specs.items()]
 
 
 def global_schemas(config: type = schema.RootConfig, prefix: str = "") -> list[tuple[str, type]]:
@@ -43,9 +59,12 @@ def keys() -> list[tuple[str, tuple[str, ...], str, type, Range | None, bool]]:
     whether it is a list of numbers)."""
     found = []
     for group, option, config in components():
-        prefix = f"{group}.{option}." if group == "regularizer" else f"{group}."
-        overrides = (f"regularizer=[{option}]",) if group == "regularizer" else (f"{group}={option}",)
+        prefix = f"{group}.{option}." if group in NAMED else f"{group}."
+        overrides = (f"{group}=[{option}]",) if group in NAMED else (f"{group}={option}",)
         found += [(prefix, overrides, f.name, kind, rng, _is_list(config, f.name))
+                  for f, kind, rng in numeric_fields(config)]
+    for name, config in callbacks():
+        found += [(f"callbacks.{name}.", (), f.name, kind, rng, False)
                   for f, kind, rng in numeric_fields(config)]
     for prefix, config in global_schemas():
         found += [(prefix, (), f.name, kind, rng, _is_list(config, f.name))
@@ -65,6 +84,21 @@ def test_every_numeric_key_declares_its_range():
     assert not undeclared, ("numeric keys without a range (declare one with ganrun.ranges' "
                             f"above / at_least / between / finite): {', '.join(undeclared)}")
     assert len(KEYS) > 100  # the walk found the components
+    walked = {prefix.split(".")[0] for prefix, *_ in KEYS}
+    assert walked >= {"dataset", "model", "loss", "optim", "regularizer", "logger", "callbacks",
+                      "train", "log", "sample", "metrics", "trainer", "fleet", ""}, walked
+
+
+def test_every_shipped_callback_declares_its_settings():
+    """A callback's numeric arguments are its `ranges`' fields (none left unchecked)."""
+    import inspect
+
+    for name, config in callbacks():
+        cls = get_class(yaml.safe_load((configs_folder() / "callbacks" / "default.yaml")
+                                       .read_text())[name]["_target_"])
+        numeric = {p.name for p in inspect.signature(cls).parameters.values()
+                   if p.annotation in ("int", "float", int, float)}
+        assert numeric <= {f.name for f in fields(config)}, (name, numeric)
 
 
 _composed: dict[tuple[str, ...], object] = {}
@@ -99,9 +133,9 @@ def test_a_value_outside_its_range_is_one_line(prefix, overrides, name, value, l
 
 def test_the_shipped_defaults_are_within_their_ranges():
     for group, option, config in components():
-        overrides = (f"regularizer=[{option}]",) if group == "regularizer" else (f"{group}={option}",)
+        overrides = (f"{group}=[{option}]",) if group in NAMED else (f"{group}={option}",)
         cfg = composed(overrides)
-        node = cfg.regularizer[option] if group == "regularizer" else cfg[group]
+        node = cfg[group][option] if group in NAMED else cfg[group]
         check_ranges(config, node, prefix=f"{group}.")
     check_ranges(schema.RootConfig, composed(()))
 

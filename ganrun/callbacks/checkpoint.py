@@ -12,6 +12,7 @@ the one thing lost."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,16 +23,17 @@ from torch import Tensor
 from ganrun.callbacks.base import EveryNSteps, run_dir
 from ganrun.errors import UserError
 from ganrun.outputs import CHECKPOINT_FILE
-from ganrun.ranges import above, at_least, check_ranges
+from ganrun.ranges import above, at_least
 
 
 def save_checkpoint(trainer: pl.Trainer) -> None:
     """Every process takes part (the random streams are gathered); process 0 writes."""
     path = run_dir(trainer) / "checkpoints" / CHECKPOINT_FILE
     tmp = path.with_name(f".{CHECKPOINT_FILE}.tmp")
-    trainer.save_checkpoint(tmp, weights_only=False)  # optimizer state too, to resume
-    if trainer.is_global_zero:
-        tmp.replace(path)
+    with _whole_or_absent(tmp):
+        trainer.save_checkpoint(tmp, weights_only=False)  # optimizer state too, to resume
+        if trainer.is_global_zero:
+            tmp.replace(path)
     trainer.strategy.barrier("ganrun.checkpoint")  # renamed before anyone reads it
 
 
@@ -41,9 +43,21 @@ def save_alone(trainer: pl.Trainer, launcher) -> Path:
     path = run_dir(trainer) / "checkpoints" / CHECKPOINT_FILE
     tmp = path.with_name(f".{CHECKPOINT_FILE}.tmp")
     checkpoint = launcher.checkpoint_alone(trainer)
-    trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
-    tmp.replace(path)
+    with _whole_or_absent(tmp):
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
+        tmp.replace(path)
     return path
+
+
+@contextmanager
+def _whole_or_absent(tmp: Path):
+    """A write into `tmp` cut short (a full disk, a second Ctrl-C, a kill of a peer)
+    leaves no partial file behind; last.ckpt itself is only ever replaced whole."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -57,12 +71,14 @@ class CheckpointRanges:
 class AtomicCheckpoint(EveryNSteps):
     at_stop = True
     order = 10  # after everything else has seen the step
+    ranges = CheckpointRanges
 
     def __init__(self, every: int, minutes: float = 10.0):
         super().__init__(every)
-        check_ranges(CheckpointRanges, {"every": every, "minutes": minutes})
+        self.check(minutes=minutes)
         self.seconds = 60.0 * minutes
         self.saved_at = 0.0  # time.monotonic() of the last checkpoint (or of the start)
+        self.saved_step: int | None = None  # the generator step of the last one written
         self.last_step: LastStep | None = None  # under DDP
         self.alone = False  # saving without the other processes
         self.rescued: Path | None = None  # what process 0 saved after another one died
@@ -84,6 +100,7 @@ class AtomicCheckpoint(EveryNSteps):
     def act(self, trainer, module, step: int) -> None:
         save_checkpoint(trainer)
         self.saved_at = time.monotonic()
+        self.saved_step = step
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """Another process died: the collective in progress failed here (or would hang,

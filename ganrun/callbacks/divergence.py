@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -16,16 +17,26 @@ from ganrun.callbacks.base import EveryNSteps, run_dir
 from ganrun.callbacks.checkpoint import save_checkpoint
 from ganrun.errors import DivergedError, one_of
 from ganrun.outputs import CHECKPOINT_FILE
+from ganrun.ranges import at_least, between
 
 log = logging.getLogger("ganrun")
 
 
+@dataclass
+class DivergenceRanges:
+    check_every: int = at_least(1)
+    max_restores: int = at_least(0)
+    restore_lr_factor: float = between(0, 1, low_open=True)
+
+
 class DivergenceGuard(EveryNSteps):
     order = -10  # before anything else looks at the step
+    ranges = DivergenceRanges
 
     def __init__(self, check_every: int, on_diverge: str = "stop", max_restores: int = 3,
                  restore_lr_factor: float = 0.5):
         super().__init__(check_every)
+        self.check(max_restores=max_restores, restore_lr_factor=restore_lr_factor)
         one_of("on_diverge", on_diverge, ("stop", "restore"))
         self.on_diverge, self.max_restores = on_diverge, max_restores
         self.restore_lr_factor = restore_lr_factor

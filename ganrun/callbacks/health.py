@@ -51,7 +51,7 @@ from ganrun.callbacks.metrics import Metrics
 from ganrun.callbacks.stats import StepStats
 from ganrun.losses import real_probability
 from ganrun.metrics.modes import mass_on_modes
-from ganrun.ranges import above, at_least, between, check_ranges
+from ganrun.ranges import above, at_least, between
 from ganrun.regularizers import remedies
 from ganrun.samples import evaluating, generate, noise
 
@@ -134,6 +134,7 @@ class HealthMonitor(SideJob):
     order = 5  # after the step statistics are read back and the metrics measured
     needs = (StepStats,)  # the statistics it judges are read at StepStats' logs
     uses = (Metrics,)  # where the generator's mass lies, on images
+    ranges = HealthRanges
 
     def __init__(self, subset: int = 256, delta: float = 0.2, rate: float = 0.1,
                  collapse_warn: float = 0.5, vanish_accuracy: float = 0.99,
@@ -141,7 +142,7 @@ class HealthMonitor(SideJob):
                  blur_quality: float = 0.5, blur_precision: float = 0.25,
                  collapse_recall: float = 0.2, coverage_every: int = 1000,
                  swing: float = 0.3, window: int = 8):
-        check_ranges(HealthRanges, {k: v for k, v in locals().items() if k != "self"})
+        self.check(**{k: v for k, v in locals().items() if k != "self"})
         self.subset, self.delta, self.rate = subset, delta, rate
         self.collapse_warn, self.vanish_accuracy = collapse_warn, vanish_accuracy
         self.vanish_drop, self.coverage_every = vanish_drop, coverage_every

@@ -8,12 +8,15 @@ run's strip begins with the panels of the run it resumes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from ganrun import loggers
 from ganrun.callbacks.base import EveryNSteps, run_dir, share_buffers
 from ganrun.outputs import checkpoint_of
+from ganrun.ranges import at_least
 from ganrun.regularizers import samples_per_decision
 from ganrun.samples import generate, image_grid, point_scatter, sample_latent, save_png
 from ganrun.strips import (
@@ -35,9 +38,18 @@ from ganrun.strips import (
 POINTS = 2000  # generated points in a 2-D scatter
 
 
+@dataclass
+class SampleRanges:
+    every: int = at_least(1)
+    n_samples: int = at_least(1)
+
+
 class SampleGrids(EveryNSteps):
+    ranges = SampleRanges
+
     def __init__(self, every: int, n_samples: int):
         super().__init__(every)
+        self.check(n_samples=n_samples)
         self.n_samples = n_samples
         self.noise = self.labels = self.preview = self.centres = None
         self.pack = 1

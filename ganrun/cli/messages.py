@@ -59,10 +59,11 @@ def next_is_comment(lines: list[str], i: int) -> bool:
 
 class _Noise(logging.Filter):
     """Library lines that tell a ganrun user nothing: Lightning's TPU/HPU/IPU census
-    (the GPU line stays), its "Received SIGTERM" (ganrun says what it does about it)."""
+    (the GPU line stays), its "Received SIGTERM" and "Detected KeyboardInterrupt" (ganrun
+    says what it does about them)."""
 
     NOISE = ("TPU available", "HPU available", "IPU available", "Received SIGTERM",
-             "Received SIGINT")
+             "Received SIGINT", "Detected KeyboardInterrupt, attempting graceful shutdown")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -25,12 +25,13 @@ from ganrun.ranges import SEED_LIMIT
 log = logging.getLogger("ganrun")
 
 USAGE_SAMPLE = ("usage: ganrun-sample <run dir or checkpoint> [n=64] [out=PATH] [folder=true] "
-                "[seed=0] [truncation=T|none] [class=K]")
+                "[seed=0] [truncation=T|none] [class=K] [memory_limit=0.8]")
 USAGE_EVAL = ("usage: ganrun-eval <run dir or checkpoint> [--images FOLDER] [n_fake=N] "
               "[n_real=N] [seed=0] [names=fid,kid,...] [extractor=auto|classifier|inception|random_conv|raw] "
               "[inception_weights=PATH] [ppl_samples=N] [ppl_sampling=end|full] "
-              "[ppl_net=auto|lpips|extractor] [lpips_weights=PATH]")
+              "[ppl_net=auto|lpips|extractor] [lpips_weights=PATH] [memory_limit=0.8]")
 RUN = "run"  # truncation=RUN: the run's own sample.truncation
+MEMORY_LIMIT = 0.8  # the share of this machine's memory a request may take (as a run's)
 
 
 def boolean(value: str) -> bool:
@@ -226,15 +227,20 @@ def write_record(record: dict, folders: list[Path], stem: str) -> Path | None:
 
 
 def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False, seed: int = 0,
-           truncation: float | str | None = RUN, class_: int | None = None) -> Path:
+           truncation: float | str | None = RUN, class_: int | None = None,
+           memory_limit: float = MEMORY_LIMIT) -> Path:
     """A grid (PNG) of n samples, or a folder of n PNGs, of a run's generator.
 
     truncation: RUN (the run's sample.truncation), None (off) or T > 0. class_: only that
     class (conditional runs). Without `out` the file gets a name of its own in the run's
-    samples/; an `out` that exists is refused, never overwritten."""
+    samples/; an `out` that exists is refused, never overwritten. The n samples are held
+    at once (with the grid's picture): a request over `memory_limit` of this machine's
+    memory is refused before any is drawn."""
+    from ganrun.memory import check_limit, check_samples
     from ganrun.samples import image_grid, point_scatter, save_png
 
     _check_sample_options(n, seed, truncation)
+    check_limit(memory_limit)
     if out and not folder and Path(out).suffix.lower() != ".png":
         raise UserError(f"out={out}: a grid is written as PNG; name it .png (or folder=true)")
     ckpt = checkpoint_of(path)
@@ -242,6 +248,9 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
     if truncation != RUN:
         cfg.sample.truncation = truncation
     labels, nrow = _labels(module, n, class_, folder)
+    shape = tuple(module.data_shape)
+    check_samples(f"n={n}", n, shape, memory_limit, "lower n",
+                  picture=0 if module.points or folder else 3 * n * math.prod(shape[1:]))
     if out:
         target = Path(out).expanduser()
         if target.exists() and not (folder and target.is_dir() and not any(target.iterdir())):
@@ -274,7 +283,8 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
     return target
 
 
-def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -> dict:
+def evaluate(path: str, images: str | None = None, seed: int = 0,
+             memory_limit: float = MEMORY_LIMIT, **overrides) -> dict:
     """The metrics of a run's generator (n_fake samples drawn from `seed`: the same
     command prints the same figures), or of a folder of images, against its data."""
     import torch
@@ -282,11 +292,13 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
     from ganrun.callbacks.metrics import PPL_STREAM
     from ganrun.config.schema import check_metrics
     from ganrun.data import load_dataset
+    from ganrun.memory import check_limit, check_samples, data_shape
     from ganrun.metrics.evaluator import Evaluator
     from ganrun.metrics.registry import METRICS
     from ganrun.samples import generate_many
 
     check_seed(seed)
+    check_limit(memory_limit)
     ckpt = checkpoint_of(path)
     module, cfg = load_module(ckpt)
     cfg.metrics = with_metric_defaults(cfg.metrics)
@@ -299,6 +311,9 @@ def evaluate(path: str, images: str | None = None, seed: int = 0, **overrides) -
                         "images: leave it out of names")
     cfg.optimized_metric = None  # nothing is optimized here
     check_metrics(cfg)  # the options given here, as a training run's
+    check_samples(f"n_fake={cfg.metrics.n_fake} and n_real={cfg.metrics.n_real}",
+                  cfg.metrics.n_fake + cfg.metrics.n_real, data_shape(cfg.dataset, module.points),
+                  memory_limit, "lower n_fake and n_real")
     fake = _folder_images(images, cfg.dataset) if images else None  # before the real data
     if fake is not None:  # the folder's count is n_fake: its guards and warnings are about it
         cfg.metrics.n_fake = len(fake)
@@ -366,14 +381,15 @@ def _main(fn, argv, allowed, usage) -> None:
 
 def sample_main() -> None:
     _main(sample, sys.argv[1:], {"n": int, "out": str, "folder": boolean, "seed": int,
-                                 "truncation": truncation_value, "class": int}, USAGE_SAMPLE)
+                                 "truncation": truncation_value, "class": int,
+                                 "memory_limit": float}, USAGE_SAMPLE)
 
 
 def eval_main() -> None:
     _main(evaluate, sys.argv[1:], {"n_fake": int, "n_real": int, "seed": int, "names": names_list,
                                    "extractor": str, "inception_weights": str,
                                    "ppl_samples": int, "ppl_sampling": str, "ppl_net": str,
-                                   "lpips_weights": str}, USAGE_EVAL)
+                                   "lpips_weights": str, "memory_limit": float}, USAGE_EVAL)
 
 
 def names_list(value: str) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import hydra
@@ -30,6 +31,7 @@ def _train(cfg: DictConfig) -> float | None:
 
     from ganrun.cli.messages import quiet_libraries
     from ganrun.config.schema import validate
+    from ganrun.memory import check_training
     from ganrun.outputs import METRICS_FILE, write_json
 
     quiet_libraries()
@@ -46,6 +48,7 @@ def _train(cfg: DictConfig) -> float | None:
             cfg.ckpt_path = sweep_checkpoint(cfg.get("ckpt_path"), os.path.basename(run_dir))
     try:
         cfg = validate(cfg)
+        check_training(cfg)  # before Lightning is imported: a refusal takes a second
     except UserError as e:
         if multirun:  # the sweep's table lists the job as failed, and why
             write_json(os.path.join(run_dir, METRICS_FILE), {"status": "failed", "reason": str(e)})
@@ -225,10 +228,10 @@ def main() -> None:
         _train()
     except DirectoryTaken as e:  # nothing was written into it
         _stop(str(e))
-    except KeyboardInterrupt:  # a second SIGINT: stopped at once (metrics.json says so)
-        print("ganrun: interrupted: stopped at once by a second signal; the last checkpoint "
-              "written before it stands", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # a second signal: stopped at once (metrics.json says so)
+        reason = getattr(e, "reason", "stopped at once by a second signal")
+        print(f"ganrun: interrupted: {reason}", file=sys.stderr)
+        sys.exit(128 + getattr(e, "signal_number", signal.SIGINT))
     except BrokenPipeError:  # `ganrun --help | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except HydraException as e:

@@ -14,14 +14,13 @@ components' modules import torch), and every message names the key at fault.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from ganrun.config.compose import HIDDEN_KEYS
-from ganrun.config.needs import check_needs
+from ganrun.config.callbacks import check_callbacks
+from ganrun.config.merge import merge
 from ganrun.config.trainer import check_trainer
 from ganrun.data import DATASETS as _DATASETS
 from ganrun.errors import ObjectiveError, UserError, one_of
@@ -125,6 +124,7 @@ class RootConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     optimized_metric: str | None = MISSING
+    memory_limit: float = above(0)
     study: Any = None  # free-form: values a preset's interpolations read (experiment=optimizer_study)
     callbacks: Any = None  # Hydra _target_ specs, checked when they are made (ganrun.callbacks)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -151,7 +151,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     checked["regularizer"] = _check_regularizers(cfg.get("regularizer") or {})
     checked["logger"] = _check_named(cfg.get("logger") or {}, "logger", _LOGGERS)
     rest = {k: v for k, v in cfg.items() if k not in checked}
-    root = _merge(RootConfig, OmegaConf.create(rest), prefix="")
+    root = merge(RootConfig, OmegaConf.create(rest), prefix="", groups_at=RootConfig)
     out = OmegaConf.create(
         {**OmegaConf.to_container(root), **{k: OmegaConf.to_container(v) for k, v in checked.items()}}
     )
@@ -171,7 +171,7 @@ def _check_group(cfg: DictConfig, group: str, options: dict[str, type]) -> DictC
     name = node.name
     if name not in options:
         raise UserError(f"{group}.name: unknown {group} '{name}'; valid: {', '.join(options)}")
-    return _merge(options[name], node, prefix=f"{group}.", option=f"{group}={name}")
+    return merge(options[name], node, prefix=f"{group}.", option=f"{group}={name}")
 
 
 def _check_named(node: DictConfig, group: str, registry: dict) -> DictConfig:
@@ -181,7 +181,7 @@ def _check_named(node: DictConfig, group: str, registry: dict) -> DictConfig:
     for name, params in node.items():
         if name not in registry:
             raise UserError(f"{group}.{name}: unknown {group}; valid: {', '.join(registry)}")
-        checked[name] = _merge(registry[name].Config, params or {}, prefix=f"{group}.{name}.",
+        checked[name] = merge(registry[name].Config, params or {}, prefix=f"{group}.{name}.",
                                option=f"{group} {name}")
     return OmegaConf.create({k: OmegaConf.to_container(v) for k, v in checked.items()})
 
@@ -196,52 +196,6 @@ def _check_regularizers(node: DictConfig) -> DictConfig:
                 raise UserError(f"regularizer: {a} and {b} cannot be combined "
                                 f"({cls.excludes_why}); choose one")
     return checked
-
-
-def _merge(schema: type, node: Any, prefix: str, option: str | None = None) -> DictConfig:
-    try:
-        return OmegaConf.merge(OmegaConf.structured(schema), node)
-    except ConfigKeyError as e:
-        parent = _schema_at(schema, str(e.full_key).split(".")[:-1])
-        valid = ", ".join(f.name for f in fields(parent)
-                          if f.name != "name" and f.name not in HIDDEN_KEYS)
-        if parent is RootConfig:  # the groups are set at the top level too
-            from ganrun.config.compose import config_groups
-
-            valid += f"; config groups: {', '.join(config_groups())}"
-        where = f" for {option}" if option else ""
-        valid = f"valid keys: {valid}" if valid else "it has no keys of its own"
-        raise UserError(f"{prefix}{e.full_key}: unknown key{where}; {valid}") from None
-    except ValidationError as e:
-        expected = _type_name(schema, e.full_key)
-        raise UserError(
-            f"{prefix}{e.full_key}: {_short(e)}{expected}"
-        ) from None
-    except OmegaConfBaseException as e:
-        raise UserError(f"{prefix}{e.full_key}: {_short(e)}") from None
-
-
-def _schema_at(schema: type, path: list[str]) -> type:
-    """The dataclass that holds the key at `path` below `schema` (as deep as known)."""
-    for part in path:
-        kind = get_type_hints(schema).get(part.split("[")[0])
-        if not (isinstance(kind, type) and is_dataclass(kind)):
-            break
-        schema = kind
-    return schema
-
-
-def _type_name(schema: type, full_key: str) -> str:
-    """" (expected int)" for the key at `full_key` (a dotted path below `schema`)."""
-    path = str(full_key).split(".")
-    kind = get_type_hints(_schema_at(schema, path[:-1])).get(path[-1].split("[")[0])
-    if kind is None:
-        return ""
-    return f" (expected {getattr(kind, '__name__', str(kind).replace('typing.', ''))})"
-
-
-def _short(e: OmegaConfBaseException) -> str:
-    return str(e).splitlines()[0]
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -265,7 +219,7 @@ def _check_values(cfg: DictConfig) -> None:
     for name, params in cfg.logger.items():
         _LOGGERS[name].check(params, cfg)
     check_metrics(cfg)
-    check_needs(cfg.callbacks)
+    check_callbacks(cfg.callbacks)
 
 
 LOSS_OUTPUTS = ("loss/d", "loss/g", "D/real", "D/fake")

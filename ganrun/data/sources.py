@@ -62,6 +62,8 @@ class Source:
     labelled = False  # class labels: conditional models, the classifier extractor
     points = False  # 2-D points, not images
     stacked = False  # one digit per channel, its mode read per channel (ganrun.data.stacked)
+    count: int | None = None  # samples held, where known before loading (else dataset.n_samples)
+    element_bytes = 4  # bytes per value held: float32, or 1 for uint8 images
 
     @staticmethod
     def load(cfg) -> Dataset:
@@ -69,10 +71,11 @@ class Source:
 
 
 def register(name: str, config: type, load, labelled: bool = False, points: bool = False,
-             stacked: bool = False):
+             stacked: bool = False, count: int | None = None, element_bytes: int = 4):
     """File the loader `load` as the dataset `name`, with its schema `config`."""
     attrs = {"name": name, "Config": config, "load": staticmethod(load), "labelled": labelled,
-             "points": points, "stacked": stacked}
+             "points": points, "stacked": stacked, "count": count,
+             "element_bytes": element_bytes}
     return DATASETS.register(type(name, (Source,), attrs))
 
 
@@ -160,6 +163,7 @@ _TORCHVISION = {
     "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw/train-images-idx3-ubyte"),
     "cifar10": ("CIFAR10", "cifar-10-batches-py/data_batch_1"),
 }
+_TRAINING_IMAGES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
 
 
 def _torchvision(cfg, kind: str | None = None) -> Dataset:
@@ -280,9 +284,10 @@ def _read_image(path: Path, size: int, mode: str) -> tuple[Tensor | None, str]:
     return torch.from_numpy(array.copy()).permute(2, 0, 1), ""
 
 
-register("digits", ImageConfig, _digits, labelled=True)
+register("digits", ImageConfig, _digits, labelled=True, count=1797)
 register("ring8", Ring8Config, _mixture, points=True)
 register("grid25", Grid25Config, _mixture, points=True)
 for _name in _TORCHVISION:
-    register(_name, DownloadableConfig, _torchvision, labelled=True)
-register("image_folder", ImageConfig, _image_folder)
+    register(_name, DownloadableConfig, _torchvision, labelled=True,
+             count=_TRAINING_IMAGES[_name], element_bytes=1)
+register("image_folder", ImageConfig, _image_folder, element_bytes=1)

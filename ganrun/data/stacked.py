@@ -75,4 +75,4 @@ def _stacked_mnist(cfg) -> Dataset:
 # Not `labelled`: their 1000 modes are read channel by channel by the base set's
 # classifier (the stacked mode count), not learnt by a classifier of their own.
 register("stacked_digits", StackedConfig, _stacked_digits, stacked=True)
-register("stacked_mnist", StackedFilesConfig, _stacked_mnist, stacked=True)
+register("stacked_mnist", StackedFilesConfig, _stacked_mnist, stacked=True, element_bytes=1)

@@ -21,6 +21,7 @@ from ganrun.errors import Interrupted, UserError
 from ganrun.fleet.members import CURRENT, Member, MemberCallbacks, build_member
 from ganrun.fleet.plan import difference, refusal, structure_of
 from ganrun.loggers import finish
+from ganrun.memory import check_training
 from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
 
 log = logging.getLogger("ganrun")
@@ -88,6 +89,7 @@ def run_fleet(cfgs: list[DictConfig], run_dirs: list[str | Path],
 
     cfgs = [validate(cfg) for cfg in cfgs]
     check_fleet(cfgs)
+    check_training(cfgs)
     run_dirs = [Path(d) for d in run_dirs]
     started = time.perf_counter()
     members: list[Member] = []

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganrun.config.schema import validate
 from ganrun.errors import DivergedError, Interrupted, PeerDied, UserError
 from ganrun.loggers import finish
+from ganrun.memory import check_training
 from ganrun.outputs import CHECKPOINT_FILE, METRICS_FILE, write_json
 from ganrun.training.hparams import WriteHParams, choices_of, hparams_of, sweep_position
 from ganrun.training.launcher import WorkerLauncher, cause_of, global_rank, strategy_for
@@ -46,6 +47,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
     cfg = validate(cfg)
     run_dir = Path(run_dir or _hydra_output_dir())
     primary = global_rank(_devices_per_node(cfg)) == 0
+    check_training(cfg)
     if primary:
         check_writable(run_dir)
     choices = choices_of(cfg, hydra_choices)
@@ -71,7 +73,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
             if stop.name is None:  # not stopped while setting up
                 try:
                     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-                except SystemExit:  # Lightning's own answer to SIGTERM, after ours has saved
+                except SystemExit:  # Lightning's own answer to a signal, after ours
+                    if stop.at_once is not None:  # a second one: stopped at once
+                        raise stop.at_once from None
                     if stop.name is None:
                         raise
                 except Exception as e:
@@ -89,10 +93,12 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
     except Interrupted as e:
         result.update(status="interrupted", reason=str(e))
         raise
-    except KeyboardInterrupt:  # a second signal: stopped at once, mid-step
+    except KeyboardInterrupt as e:  # a second signal: stopped at once, mid-step
         step = module.g_steps if module is not None else 0
-        result.update(status="interrupted", reason=f"stopped at once by a second {stop.name or 'signal'} "
-                      f"at generator step {step}; the last checkpoint written before it stands")
+        name = getattr(e, "signal_name", stop.name or "signal")
+        e.reason = (f"stopped at once by a second {name} at generator step {step}; "
+                    f"{_last_saved(trainer, run_dir)}")
+        result.update(status="interrupted", reason=e.reason)
         raise
     except PeerDied as e:
         result["reason"] = str(e)
@@ -252,6 +258,17 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
             default_root_dir=str(run_dir),
         )
     return module, trainer, datamodule, sinks
+
+
+def _last_saved(trainer, run_dir: Path) -> str:
+    """What a run stopped at once leaves to resume from: its last whole checkpoint."""
+    saved = run_dir / "checkpoints" / CHECKPOINT_FILE
+    if not saved.is_file():
+        return "no checkpoint was written before it"
+    step = next((c.saved_step for c in (trainer.callbacks if trainer else [])
+                 if getattr(c, "saved_step", None) is not None), None)
+    at = f" (generator step {step})" if step is not None else ""
+    return f"the last checkpoint written before it stands: {saved}{at}"
 
 
 def _precision(trainer_cfg: DictConfig) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from pytorch_lightning import Callback
 
 from ganrun import interrupts
+from ganrun.errors import StoppedAtOnce
 
 log = logging.getLogger("ganrun")
 
@@ -29,6 +30,7 @@ class StopOnSignals(Callback):
         self.number = 0
         self.module = None
         self.previous: dict[int, Any] = {}
+        self.at_once: StoppedAtOnce | None = None  # a second signal: stopped where it was
 
     def attach(self, module) -> None:
         self.module = module
@@ -54,7 +56,10 @@ class StopOnSignals(Callback):
 
     def _handle(self, signum: int, frame) -> None:
         if self.name is not None:
-            raise KeyboardInterrupt
+            # Lightning turns a KeyboardInterrupt in fit into its own exit(1): kept here,
+            # the run raises it again once fit has returned (ganrun.training.run).
+            self.at_once = StoppedAtOnce(signal.Signals(signum).name, signum)
+            raise self.at_once
         self.name, self.number = signal.Signals(signum).name, signum
         if self.module is not None:
             self.module.stop_signal = self.name
