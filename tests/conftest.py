@@ -47,13 +47,25 @@ def quick_start(tmp_path_factory):
     return result, run_dir, lines, cold
 
 
+def at_the_end(overrides) -> tuple[str, ...]:
+    """FAST samples and saves every 4 steps, for 4-step runs; a longer one (train.steps=N)
+    does both at its end only, unless the test says when (a PNG and a checkpoint every 4
+    steps cost most of a 600-step test)."""
+    steps = [int(o.split("=")[1]) for o in overrides if o.startswith("train.steps=")]
+    if not steps or steps[-1] <= 4:
+        return ()
+    given = {o.split("=")[0] for o in overrides}
+    return tuple(f"{key}={steps[-1]}" for key in ("log.sample_every", "train.ckpt_every")
+                 if key not in given)
+
+
 @pytest.fixture
 def train_fast(tmp_path):
     """Run a few generator steps in-process; returns (result, run_dir)."""
     from ganrun.training.run import run
 
     def _run(*overrides: str, name: str = "run"):
-        cfg, choices = compose_cfg(*FAST, *overrides)
+        cfg, choices = compose_cfg(*FAST, *overrides, *at_the_end(overrides))
         run_dir = tmp_path / name
         return run(cfg, run_dir=run_dir, hydra_choices=choices), run_dir
 

@@ -39,7 +39,7 @@ def one_line_error(proc) -> str:
     (["train.steps=abc"], "ganrun: error: train.steps: Value 'abc' of type 'str' could not be "
                           "converted to Integer (expected int)"),
     (["+foo=1"], "ganrun: error: foo: unknown key; valid keys: seed, ckpt_path, train, log, "
-                 "sample, metrics, optimized_metric, callbacks, trainer, fleet; config "
+                 "sample, metrics, optimized_metric, memory_limit, callbacks, trainer, fleet; config "
                  "groups: "
                  "callbacks, dataset,"),
     (["+train.stepz=1"], "ganrun: error: train.stepz: unknown key; valid keys: steps, ckpt_every,"),

@@ -261,7 +261,6 @@ def test_an_optimizer_that_cannot_join_a_fleet_is_named():
     (("model=resnet",), "model=resnet"),
     (("optim=adagrad",), "optim=adagrad"),
     (("regularizer=[experience_replay]",), "regularizer=experience_replay"),
-    (("trainer.precision=16-mixed",), "trainer.precision=16-mixed"),
     (("+callbacks.mine._target_=pytorch_lightning.callbacks.LearningRateMonitor",),
      "callbacks.mine"),
     (("trainer=ddp", "trainer.accelerator=cpu"), "trainer (fleets train in one process"),
@@ -271,6 +270,15 @@ def test_what_cannot_join_a_fleet_is_named(overrides, named):
 
     assert refusal(validate(compose_cfg(*FAST, *overrides)[0])).startswith(named)
     assert refusal(validate(compose_cfg(*FAST)[0])) is None
+
+
+def test_float16_cannot_join_a_fleet():
+    """On a GPU (validated as such here: a CPU refuses float16 before any fleet)."""
+    from ganrun.fleet.plan import refusal
+
+    cfg = validate(compose_cfg(*FAST)[0])
+    cfg.trainer.precision = "16-mixed"
+    assert refusal(cfg).startswith("trainer.precision=16-mixed (float16 needs a loss scaler")
 
 
 def test_jobs_are_grouped_by_structure_in_fleets_of_at_most_size():

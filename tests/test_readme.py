@@ -92,10 +92,10 @@ _PROGRAM = re.compile(
 
 
 def code_blocks(text: str) -> list[tuple[int, list[str]]]:
-    """Indented code blocks (4 spaces after a blank line; fenced blocks skipped):
-    (line number of the first line, lines without the indent)."""
+    """Indented code blocks (4 spaces after a blank line, 6 in a list item; fenced blocks
+    skipped): (line number of the first line, lines without the block's indent)."""
     blocks: list[tuple[int, list[str]]] = []
-    fenced, previous_blank, current = False, True, None
+    fenced, previous_blank, current, indent = False, True, None, 4
     for number, line in enumerate(text.splitlines(), 1):
         if line.startswith("```"):
             fenced, current = not fenced, None
@@ -105,7 +105,9 @@ def code_blocks(text: str) -> list[tuple[int, list[str]]]:
             if current is None:
                 current = (number, [])
                 blocks.append(current)
-            current[1].append(line[4:])
+                indent = len(line) - len(line.lstrip(" "))
+            leading = len(line) - len(line.lstrip(" "))
+            current[1].append(line[min(indent, leading):])
         elif line.strip():
             current = None
         elif current is not None:
