@@ -4,10 +4,10 @@ machine's memory (of the GPU's, for what lives on a GPU). The allocator's own
 answer comes much later, as a traceback (`you tried to allocate 800000000000 bytes`),
 or never, when the machine swaps.
 
-The estimate is what the run holds at once: the training data, the two networks'
-weights with their gradients and the optimizer's two moments (4 copies: weights,
-gradients, Adam's moments), their activations on one batch (x 3: D on real and fake,
-kept for the backward pass), and the samples an evaluation holds. The networks are
+The estimate is what the run holds at once: the training data (at its peak while it
+is loaded), the two networks' weights with their gradients and the optimizer's two
+moments (4 copies), their activations on one batch (x 3: D on real and fake, kept for
+the backward pass), and the samples an evaluation holds. The networks are
 built on PyTorch's `meta` device, which allocates nothing, so every model family is
 measured by its own code, never by a formula that could drift from it."""
 
@@ -24,6 +24,7 @@ from ganrun.errors import UserError
 GiB = 2**30
 WEIGHT_COPIES = 4  # weights, gradients, Adam's two moments
 ACTIVATION_COPIES = 3  # D on real and on fake, kept for the backward pass; their gradients
+LABEL_BYTES = 8  # a class or mode per sample (int64), kept with the data
 
 
 def machine_memory() -> int:
@@ -96,7 +97,8 @@ def training_estimate(cfg: DictConfig) -> tuple[Estimate, Estimate]:
     per_sample = math.prod(shape)
     count = cfg.dataset.get("n_samples", source.count) or 0
     evaluated = (cfg.metrics.n_fake + cfg.metrics.n_real) if cfg.metrics.names else 0
-    host = Estimate({"data": count * per_sample * source.element_bytes,
+    kept = count * (per_sample * source.element_bytes + LABEL_BYTES)
+    host = Estimate({"data": source.load_peak * kept,
                      "evaluation samples": evaluated * per_sample * 4})
     element = 8 if cfg.trainer.precision == "64-true" else 4
     weights, activations = networks(cfg.model, shape, cfg.dataset.batch_size)

@@ -6,12 +6,14 @@ the CPU and run on a batch, datasets loaded."""
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from ganrun.config.schema import validate
-from ganrun.data import load_dataset
+from ganrun.data import DATASETS, load_dataset
 from ganrun.memory import ACTIVATION_COPIES, WEIGHT_COPIES, machine_memory, size, training_estimate
 from ganrun.models import build_models
 
@@ -28,7 +30,8 @@ def test_the_estimate_counts_what_the_real_networks_and_data_hold(overrides):
     cfg = validate(compose_cfg(*overrides)[0])
     host, device = training_estimate(cfg)
     data = load_dataset(cfg.dataset)
-    assert host.parts["data"] == data.data.numel() * data.data.element_size()
+    kept = data.data.numel() * data.data.element_size() + data.labels.numel() * 8
+    assert host.parts["data"] == DATASETS[cfg.dataset.name].load_peak * kept
     G, D = build_models(cfg.model, data.shape)
     weights = sum(p.numel() for net in (G, D) for p in net.parameters())
     outputs = []
@@ -40,6 +43,37 @@ def test_the_estimate_counts_what_the_real_networks_and_data_hold(overrides):
         D(G(torch.randn(cfg.dataset.batch_size, cfg.model.latent_dim)))
     assert device.parts["weights and optimizer states"] == WEIGHT_COPIES * weights * 4
     assert device.parts["activations"] == ACTIVATION_COPIES * sum(outputs) * 4
+
+
+PEAK = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import compose_cfg
+from ganrun.config.schema import validate
+from ganrun.data import load_dataset
+from ganrun.memory import training_estimate
+
+def status(key):
+    line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
+    return int(line.split()[1]) * 1024
+
+cfg = validate(compose_cfg("dataset=ring8", "dataset.n_samples=4000000")[0])
+estimate = training_estimate(cfg)[0].parts["data"]
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak (VmHWM) starts again from what is resident now
+before = status("VmRSS")
+load_dataset(cfg.dataset)
+print(estimate, status("VmHWM") - before)
+"""
+
+
+def test_the_data_estimate_covers_the_peak_of_loading_it(tmp_path):
+    """Measured in a process of its own (its peak resident memory while loading 4 million
+    points, over what it held before): the estimate is the peak, within 30%."""
+    proc = subprocess.run([sys.executable, "-c", PEAK.format(tests=str(Path(__file__).parent))],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    estimate, peak = map(float, proc.stdout.split())
+    assert 0.7 * estimate <= peak <= 1.05 * estimate, (estimate, peak)
 
 
 def refused(*args: str, tool: str = GANRUN, cwd=None) -> str:
@@ -64,7 +98,7 @@ def test_a_run_too_big_for_this_machine_is_refused_with_its_estimate(tmp_path):
     assert line.endswith(f"{LIMIT}; make the networks smaller (model.latent_dim, the widths, "
                          f"dataset.image_size), or raise memory_limit")
     line = refused("dataset=ring8", "dataset.n_samples=10000000000", cwd=tmp_path)
-    assert f"data {size(10_000_000_000 * 2 * 4)}" in line
+    assert f"data {size(2 * 10_000_000_000 * (2 * 4 + 8))}" in line  # at its peak, labels too
     assert line.endswith(f"{LIMIT}; lower dataset.n_samples, or raise memory_limit")
     assert not any((tmp_path / "outputs" / "runs").iterdir())  # no run directory left
 

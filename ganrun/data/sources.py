@@ -64,6 +64,10 @@ class Source:
     stacked = False  # one digit per channel, its mode read per channel (ganrun.data.stacked)
     count: int | None = None  # samples held, where known before loading (else dataset.n_samples)
     element_bytes = 4  # bytes per value held: float32, or 1 for uint8 images
+    # Loading holds about twice what is kept at its peak (the 2-D mixtures: modes, noise
+    # and their sum beside the result; images: the raw and the resized), measured in
+    # tests/test_memory.py.
+    load_peak = 2.0
 
     @staticmethod
     def load(cfg) -> Dataset:
