@@ -81,7 +81,7 @@ def test_debug_fast_overrides_the_primary_config():
 
 
 def test_metric_names_are_read_in_any_case():
-    from ganrun.cli.tools import names_list
+    from ganrun.cli.options import names_list
 
     cfg, _ = compose_cfg("metrics.names=[FID,Kid,pr]", "optimized_metric=FID")
     checked = schema.validate(cfg)

@@ -61,8 +61,13 @@ def jobs(sweep: Path) -> dict[str, dict]:
 def finals_of(saved: dict) -> dict[str, float]:
     """metrics.json's final numbers under the names the run logs them by (losses as
     they are, metrics/<name>, health/<name>): written out here, not ganrun's helper."""
-    out = {k: v for k, v in saved["losses"].items()}
-    out.update({f"metrics/{k}": v for k, v in saved["metrics"].items()})
+    def restored(section: dict) -> dict:  # JSON's null for inf/nan, as non_finite says
+        why = section.get("non_finite", {})
+        return {k: float(why[k]) if v is None and k in why else v
+                for k, v in section.items() if k != "non_finite"}
+
+    out = restored(saved["losses"])
+    out.update({f"metrics/{k}": v for k, v in restored(saved["metrics"]).items()})
     out.update({f"health/{k}": v for k, v in saved["health"].items()
                 if isinstance(v, int | float) and not isinstance(v, bool)})
     return out
@@ -117,8 +122,9 @@ def test_mlflow_holds_the_sweep_as_one_experiment_of_four_runs(sweep, tmp_path, 
         # the final metrics are metrics.json's
         finals = finals_of(job)
         assert {"loss/g", "metrics/modes", "health/grad_norm_g"} <= set(finals)
-        for key, value in finals.items():
-            assert math.isclose(row[f"metrics.{key}"], value, rel_tol=1e-6), key
+        for key, value in finals.items():  # MLflow keeps +-inf as +-the largest float
+            assert math.isclose(row[f"metrics.{key}"], value if math.isfinite(value) else
+                                math.copysign(sys.float_info.max, value), rel_tol=1e-6), key
         run_id = row["run_id"]
         # the metrics by generator step: those TensorBoard has, step for step
         tb = scalars(sweep / name / "tb")
@@ -307,3 +313,35 @@ def test_jobs_side_by_side_share_one_new_mlflow_store(tmp_path, monkeypatch):
     runs = client.search_runs([experiment.experiment_id])
     assert sorted((r.info.run_name, r.data.metrics["loss/g"], r.info.status) for r in runs) == [
         (f"{k}_seed={k}", float(k), "FINISHED") for k in range(3)]
+
+
+def test_an_infinite_value_reaches_each_logger_as_it_can_hold_one(tmp_path, monkeypatch):
+    """A generator with no sample near a mode has an infinite reverse KL: each logger
+    takes it as a value it can hold (CSV and W&B: inf; MLflow: the largest float, as
+    its store keeps infinities), and a NaN likewise; nothing stops at the end."""
+    import mlflow
+    from omegaconf import OmegaConf
+
+    from ganrun.loggers import LOGGERS, Where
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = {"csv": {"flush_every": 1}, "mlflow": {"tracking_uri": None, "experiment": None},
+              "wandb": {"project": "ganrun", "entity": None, "offline": True}}
+    where = Where(tmp_path / "run", tmp_path / "run", "run")
+    where.run_dir.mkdir()
+    result = {"status": "finished", "g_steps": 2,
+              "losses": {"loss/g": float("nan")}, "metrics": {"reverse_kl": float("inf")}}
+    for name, settings in params.items():
+        sink = LOGGERS[name](OmegaConf.create(settings), OmegaConf.create({"seed": 0}), where)
+        sink.scalars({"metrics/reverse_kl": float("inf"), "loss/g": float("nan")}, 2)
+        sink.finish(result)
+    assert csv_series(where.run_dir, "metrics/reverse_kl") == [(2, float("inf"))]
+    assert math.isnan(csv_series(where.run_dir, "loss/g")[0][1])
+    run = read_run(where.run_dir)
+    assert run["summary"]["metrics/reverse_kl"] == float("inf")
+    assert [row["metrics/reverse_kl"] for row in run["history"]] == [float("inf")]
+    client = mlflow.MlflowClient(f"sqlite:///{where.store / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+    (logged,) = client.search_runs([experiment.experiment_id])
+    assert logged.data.metrics["metrics/reverse_kl"] == sys.float_info.max
+    assert math.isnan(logged.data.metrics["loss/g"]) and logged.info.status == "FINISHED"

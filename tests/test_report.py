@@ -445,3 +445,35 @@ def test_a_damaged_file_is_named_and_skipped_never_a_traceback(tmp_path, damage,
     assert hinge.split(" | ")[5] == "21 ± 13"  # the undamaged jobs still ranked: mean of 20, 22
     if what.startswith("metrics.json "):  # not metrics.jsonl
         assert f"| `{damaged.name}` | 0 | unreadable | 0 |" in md
+
+
+def test_curves_with_an_infinite_value_at_a_step_are_drawn_without_a_band_there(tmp_path):
+    """A generator with no sample near a mode has an infinite reverse KL at that evaluation
+    (metrics.jsonl: null with non_finite, as a run writes it): the seeds' mean at that step
+    is infinite and has no band; the other steps keep theirs, and nothing stops."""
+    from ganrun.analysis.jobs import collect
+    from ganrun.analysis.plots import seed_curves
+    from ganrun.analysis.stats import ci95_half_width
+    from ganrun.outputs import append_jsonl
+
+    sweep = tmp_path / "sweep"
+    for num, (seed, first) in enumerate([(0, float("inf")), (1, 2.0), (2, 1.0)]):
+        make_job(sweep, num, ["loss=hinge", f"seed={seed}"], dataset="ring8",
+                 metrics={"modes": 8, "reverse_kl": 0.1 * num})
+        job = next(sweep.glob(f"{num}_*"))
+        (job / "metrics.jsonl").unlink()
+        for step, value in [(100, first), (200, 0.1 * num)]:
+            append_jsonl(job / "metrics.jsonl",
+                             {"step": step, "metrics": {"reverse_kl": value, "modes": 8}})
+    assert '"non_finite": {"reverse_kl": "inf"}' in (
+        next(sweep.glob("0_*")) / "metrics.jsonl").read_text()
+    points = seed_curves(collect(sweep), "reverse_kl")["loss=hinge"]
+    assert points[100] == [float("inf"), 2.0, 1.0]
+    assert math.isnan(ci95_half_width(points[100]))
+    assert ci95_half_width(points[200]) == pytest.approx(
+        stats.t.ppf(0.975, 2) * statistics.stdev([0.0, 0.1, 0.2]) / math.sqrt(3))
+    proc = subprocess.run([GANRUN + "-report", str(sweep), "--metric", "reverse_kl", "--html"],
+                          capture_output=True, text=True, env=cli_env())
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "<svg" in (sweep / "report.html").read_text()
+    assert (sweep / "report_reverse_kl.png").stat().st_size > 1000

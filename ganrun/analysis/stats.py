@@ -41,9 +41,10 @@ def t_ppf(q: float, dof: float) -> float:
 
 def ci95_half_width(values: list[float]) -> float:
     """Half-width of the 95% confidence interval of the mean of `values` (Student t,
-    t_{0.975, n-1} · s / √n); NaN for fewer than two values, which measure no spread."""
+    t_{0.975, n-1} · s / √n); NaN for fewer than two values, which measure no spread,
+    and where a value is not finite (an infinite reverse KL has no spread to measure)."""
     n = len(values)
-    if n < 2:
+    if n < 2 or not all(math.isfinite(v) for v in values):
         return math.nan
     return t_ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n)
 
