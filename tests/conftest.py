@@ -23,6 +23,18 @@ FAST = ("train.steps=4", "train.ckpt_every=4", "log.every=2", "log.sample_every=
         "trainer.accelerator=cpu", "metrics=none")
 
 
+# Tests that share a fixture costing half a minute run on one pytest-xdist worker, which
+# builds it once (each worker builds its own session and module fixtures).
+SHARED = ("quick_start", "sweep")  # the README's `ganrun`; test_loggers' sweep
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        shared = [f for f in SHARED if f in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ganrun_cache(tmp_path_factory):
     """Classifiers and real-data statistics go to a temporary cache, shared by the session."""
