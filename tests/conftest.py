@@ -13,6 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    # pytest-xdist's workers share the cores: torch's and OpenMP's threads per worker (and
+    # per ganrun it starts) are its share, else they spin against each other (a fleet
+    # test: 163 s alone, 86 s on two workers with one thread each, far longer without).
+    _THREADS = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _THREADS)
+
 from ganrun.config.compose import compose_config as compose_cfg  # also registers ganrun_safe_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +34,13 @@ FAST = ("train.steps=4", "train.ckpt_every=4", "log.every=2", "log.sample_every=
 # Tests that share a fixture costing half a minute run on one pytest-xdist worker, which
 # builds it once (each worker builds its own session and module fixtures).
 SHARED = ("quick_start", "sweep")  # the README's `ganrun`; test_loggers' sweep
+
+
+def pytest_configure(config):
+    if workers:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -334,8 +334,10 @@ def sigterm_at(step: int) -> list[str]:
 
 def console(argv: list[str], cwd: Path, env: dict | None = None, timeout: int = 300
             ) -> subprocess.CompletedProcess:
+    """A README command as the console runs it, with the README's thread count."""
+    env = {**(env or cli_env()), "OMP_NUM_THREADS": str(README_THREADS)}
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env or cli_env())
+                          env=env)
 
 
 # --- from a README command to overrides --------------------------------------------------
