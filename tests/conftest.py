@@ -20,6 +20,7 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
     _THREADS = str(max(1, len(os.sched_getaffinity(0)) // workers))
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, _THREADS)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # README runs use 2: no spinning
 
 from ganrun.config.compose import compose_config as compose_cfg  # also registers ganrun_safe_name
 
@@ -43,6 +44,7 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         shared = [f for f in SHARED if f in getattr(item, "fixturenames", ())]
