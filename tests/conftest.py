@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
-    # pytest-xdist's workers share the cores: torch's and OpenMP's threads per worker (and
-    # per ganrun it starts) are its share, else they spin against each other (a fleet
-    # test: 163 s alone, 86 s on two workers with one thread each, far longer without).
-    _THREADS = str(max(1, len(os.sched_getaffinity(0)) // workers))
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, _THREADS)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # README runs use 2: no spinning
+    # pytest-xdist's workers share the cores, each with torch's own thread count (the
+    # README's figures are those of two threads: another count sums in another order).
+    # OpenMP's idle threads then sleep rather than spin against the other worker's (a
+    # fleet test: 163 s alone, far longer on two spinning workers).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ganrun.config.compose import compose_config as compose_cfg  # also registers ganrun_safe_name
 
@@ -30,26 +28,6 @@ __all__ = ["compose_cfg"]
 
 FAST = ("train.steps=4", "train.ckpt_every=4", "log.every=2", "log.sample_every=4",
         "trainer.accelerator=cpu", "metrics=none")
-
-
-# Tests that share a fixture costing half a minute run on one pytest-xdist worker, which
-# builds it once (each worker builds its own session and module fixtures).
-SHARED = ("quick_start", "sweep")  # the README's `ganrun`; test_loggers' sweep
-
-
-def pytest_configure(config):
-    if workers:
-        import torch
-
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        shared = [f for f in SHARED if f in getattr(item, "fixturenames", ())]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
 
 
 @pytest.fixture(scope="session", autouse=True)
