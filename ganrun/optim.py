@@ -109,7 +109,7 @@ class RMSprop(Optimizer):
     class Config(OptimConfig):
         alpha: float = between(0, 1)
         eps: float = above(0)
-        momentum: float = at_least(0)
+        momentum: float = between(0, 1, high_open=True)  # 1 or more: the steps grow without end
 
     @staticmethod
     def build(cfg, params, lr):
@@ -123,7 +123,7 @@ class SGD(Optimizer):
 
     @dataclass
     class Config(OptimConfig):
-        momentum: float = at_least(0)
+        momentum: float = between(0, 1, high_open=True)  # as torch's Adam betas: below 1
         nesterov: bool = MISSING
 
     @staticmethod
