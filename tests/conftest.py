@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist's workers share the cores, each with torch's own thread count (the
     # README's figures are those of two threads: another count sums in another order).
     # OpenMP's idle threads then sleep rather than spin against the other worker's (a
