@@ -96,10 +96,10 @@ def training_estimate(cfg: DictConfig) -> tuple[Estimate, Estimate]:
     shape = data_shape(cfg.dataset, source.points)
     per_sample = math.prod(shape)
     count = cfg.dataset.get("n_samples", source.count) or 0
-    evaluated = (cfg.metrics.n_fake + cfg.metrics.n_real) if cfg.metrics.names else 0
     kept = count * (per_sample * source.element_bytes + LABEL_BYTES)
-    host = Estimate({"data": source.load_peak * kept,
-                     "evaluation samples": evaluated * per_sample * 4})
+    host = Estimate({"data": source.load_peak * kept})
+    if cfg.metrics.names:
+        host = host.plus(evaluation_estimate(cfg.metrics, shape, source.points))
     element = 8 if cfg.trainer.precision == "64-true" else 4
     weights, activations = networks(cfg.model, shape, cfg.dataset.batch_size)
     device = Estimate({"weights and optimizer states": WEIGHT_COPIES * weights * element,
@@ -107,26 +107,30 @@ def training_estimate(cfg: DictConfig) -> tuple[Estimate, Estimate]:
     return host, device
 
 
-def networks(model_cfg: DictConfig, shape: tuple[int, ...], batch: int) -> tuple[int, int]:
+def networks(model_cfg: DictConfig, shape: tuple[int, ...], batch: int,
+             generator_only: bool = False) -> tuple[int, int]:
     """(G's and D's parameters, the values their layers output on one batch), counted on
-    the meta device (nothing allocated)."""
+    the meta device (nothing allocated); `generator_only`: G's alone."""
     import torch
 
     from ganrun.models import build_models
 
     with torch.device("meta"):
         G, D = build_models(model_cfg, shape)
+        nets = (G,) if generator_only else (G, D)
         outputs = []
         hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(getattr(o, 'numel', int)()))
-                 for net in (G, D) for m in net.modules()
+                 for net in nets for m in net.modules()
                  if not list(m.children())]
         try:
-            D(G(torch.empty(batch, model_cfg.latent_dim)))
+            fake = G(torch.empty(batch, model_cfg.latent_dim))
+            if not generator_only:
+                D(fake)
         except Exception:  # a layer without a meta kernel: the weights alone
             outputs.clear()
         for hook in hooks:
             hook.remove()
-    weights = sum(p.numel() for net in (G, D) for p in net.parameters())
+    weights = sum(p.numel() for net in nets for p in net.parameters())
     return weights, sum(outputs)
 
 
@@ -158,6 +162,8 @@ def _fix(host: Estimate, device: Estimate, cfg: DictConfig) -> str:
         "data": ("lower dataset.n_samples" if "n_samples" in cfg.dataset
                  else "lower dataset.image_size"),
         "evaluation samples": "lower metrics.n_fake and metrics.n_real",
+        "features": "lower metrics.n_fake and metrics.n_real",
+        "metrics": "lower metrics.n_fake and metrics.n_real",
         "weights and optimizer states": "make the networks smaller (model.latent_dim, the "
                                         "widths, dataset.image_size)",
         "activations": "lower dataset.batch_size",
@@ -170,9 +176,72 @@ def check_limit(fraction: float) -> None:
         raise UserError(f"memory_limit={fraction:g}: must be finite and > 0")
 
 
-def check_samples(what: str, n: int, shape: tuple[int, ...], fraction: float, fix: str,
-                  **held: float) -> None:
-    """A request for `n` samples of `shape`, held at once in float32 (`held`: other
-    parts, in bytes), refused when over `fraction` of this machine's memory."""
+FEATURE_DIM = 2048  # the widest extractor's features: InceptionV3's pool3
+
+
+def evaluation_estimate(metrics_cfg: DictConfig, shape: tuple[int, ...], points: bool,
+                        n_fake: int | None = None) -> Estimate:
+    """What an evaluation of `metrics_cfg.names` holds at once: n_fake generated and n_real
+    real samples of `shape`, their features (the points themselves for 2-D points, else
+    at most FEATURE_DIM values each), and the biggest of the metrics' working sets (they
+    run one after another; `Metric.working_set`: the k-NN metrics' distance matrices
+    grow with n_fake x n_real and n_fake x n_fake)."""
+    from ganrun.metrics.registry import METRICS
+
+    n_fake = metrics_cfg.n_fake if n_fake is None else n_fake
+    n_real = metrics_cfg.n_real
+    dim = math.prod(shape) if points else FEATURE_DIM
+    working = max((METRICS[name](metrics_cfg).working_set(n_fake, n_real, dim)
+                   for name in metrics_cfg.names if name in METRICS), default=0.0)
+    return Estimate({"evaluation samples": 4.0 * (n_fake + n_real) * math.prod(shape),
+                     "features": 0.0 if points else 4.0 * (n_fake + n_real) * dim,
+                     "metrics": working})
+
+
+GENERATION_BATCH = 500  # samples.generate_many's batches
+GRID_BYTES_PER_VALUE = 5  # samples.image_grid: the images as floats once, then as bytes
+GRID_BYTES_PER_PIXEL = 9  # the 3-channel grid (a grey image's channels copied), PNG's copy
+SCATTER_BYTES_PER_POINT = 120  # samples.point_scatter's pixel arithmetic, one chunk at a time
+
+
+def request_estimate(n: int, shape: tuple[int, ...], model_cfg: DictConfig | None = None,
+                     picture: str | None = None) -> Estimate:
+    """What a request for `n` samples of `shape` holds at once: the samples (float32), the
+    generator's layers on one batch (`model_cfg`: drawn here, not read from a folder), and
+    the picture drawn of them all (`grid`: images; `scatter`: 2-D points). Measured
+    (tests/test_memory.py), the peak is 60-100% of this."""
+    from ganrun.samples import SCATTER_CHUNK
+
+    parts = {"samples": 4.0 * n * math.prod(shape)}
+    if model_cfg is not None:
+        parts["generator on a batch"] = generator_batch(model_cfg, shape, min(n, GENERATION_BATCH))
+    if picture == "grid":
+        pixels = math.prod(side + 2 for side in shape[1:])
+        parts["picture"] = n * (GRID_BYTES_PER_VALUE * math.prod(shape)
+                                + GRID_BYTES_PER_PIXEL * pixels)
+    elif picture == "scatter":
+        parts["picture"] = SCATTER_BYTES_PER_POINT * min(n, SCATTER_CHUNK)
+    return Estimate(parts)
+
+
+def generator_batch(model_cfg: DictConfig, shape: tuple[int, ...],
+                    batch: int = GENERATION_BATCH) -> float:
+    """The bytes of the generator's layers' outputs on a batch of `batch` (float32)."""
+    return 4.0 * networks(model_cfg, shape, batch, generator_only=True)[1]
+
+
+def check_evaluation(metrics_cfg: DictConfig, shape: tuple[int, ...], points: bool,
+                     fraction: float, model_cfg: DictConfig | None = None) -> None:
+    """ganrun-eval's request (`model_cfg`: its samples drawn from that generator, batch by
+    batch; None: read from a folder), refused when over `fraction` of this machine's memory."""
+    estimate = evaluation_estimate(metrics_cfg, shape, points)
+    if model_cfg is not None:
+        estimate.parts["generator on a batch"] = generator_batch(model_cfg, shape)
+    check_samples(f"n_fake={metrics_cfg.n_fake} and n_real={metrics_cfg.n_real}", estimate,
+                  fraction, "lower n_fake and n_real")
+
+
+def check_samples(what: str, estimate: Estimate, fraction: float, fix: str) -> None:
+    """A request (`request_estimate`) refused when over `fraction` of this machine's memory."""
     check_limit(fraction)
-    refuse_over(what, Estimate({"samples": 4.0 * n * math.prod(shape), **held}), fraction, fix)
+    refuse_over(what, estimate, fraction, fix)

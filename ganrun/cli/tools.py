@@ -117,23 +117,6 @@ def _labels(module, n: int, class_: int | None, folder: bool):
     return None, None
 
 
-def _draw(module, n: int, labels, batch_size: int = 500):
-    """n samples from the global random stream, in batches: fresh latents (truncated as
-    cfg.sample says), with `labels` or the module's own draw of them."""
-    import torch
-
-    from ganrun.samples import generate, sample_latent
-
-    out = []
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        z = sample_latent(m, module.latent_dim, module.cfg.sample.latent,
-                          module.cfg.sample.truncation, device=module.device)
-        batch = labels[start:start + m] if labels is not None else module.sample_labels(m)
-        out.append(generate(module, z, batch))
-    return torch.cat(out)
-
-
 def _default_target(samples: Path, step: int, n: int, seed: int, truncation: float | None,
                     class_: int | None, folder: bool) -> Path:
     """samples/sample_<step>_n<N>_seed<S>[_trunc<T>][_class<C>][.png]: one name per
@@ -181,8 +164,8 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
     samples/; an `out` that exists is refused, never overwritten. The n samples are held
     at once (with the grid's picture): a request over `memory_limit` of this machine's
     memory is refused before any is drawn."""
-    from ganrun.memory import check_limit, check_samples
-    from ganrun.samples import image_grid, point_scatter, save_png
+    from ganrun.memory import check_limit, check_samples, request_estimate
+    from ganrun.samples import generate_many, image_grid, point_scatter, save_each, save_png
 
     _check_sample_options(n, seed, truncation)
     check_limit(memory_limit)
@@ -194,8 +177,9 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
         cfg.sample.truncation = truncation
     labels, nrow = _labels(module, n, class_, folder)
     shape = tuple(module.data_shape)
-    check_samples(f"n={n}", n, shape, memory_limit, "lower n",
-                  picture=0 if module.points or folder else 3 * n * math.prod(shape[1:]))
+    picture = None if folder else "scatter" if module.points else "grid"
+    check_samples(f"n={n}", request_estimate(n, shape, cfg.model, picture), memory_limit,
+                  "lower n")
     if out:
         target = Path(out).expanduser()
         if target.exists() and not (folder and target.is_dir() and not any(target.iterdir())):
@@ -211,14 +195,10 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
     import torch
 
     torch.manual_seed(seed)
-    fake = _draw(module, len(labels) if labels is not None else n, labels)
+    fake = generate_many(module, len(labels) if labels is not None else n, labels=labels)
     try:
         if folder:
-            target.mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(fake):
-                picture = (point_scatter(fake, image[None]) if module.points
-                           else image_grid(image[None], 1))
-                save_png(picture, target / f"{i:06d}.png")
+            save_each(fake, target, module.points)
         else:
             save_png(point_scatter(fake, fake) if module.points else image_grid(fake, nrow),
                      target)
@@ -237,7 +217,7 @@ def evaluate(path: str, images: str | None = None, seed: int = 0,
     from ganrun.callbacks.metrics import PPL_STREAM
     from ganrun.config.schema import check_metrics
     from ganrun.data import load_dataset
-    from ganrun.memory import check_limit, check_samples, data_shape
+    from ganrun.memory import check_evaluation, check_limit, data_shape
     from ganrun.metrics.evaluator import Evaluator
     from ganrun.metrics.registry import METRICS
     from ganrun.samples import generate_many
@@ -256,9 +236,8 @@ def evaluate(path: str, images: str | None = None, seed: int = 0,
                         "images: leave it out of names")
     cfg.optimized_metric = None  # nothing is optimized here
     check_metrics(cfg)  # the options given here, as a training run's
-    check_samples(f"n_fake={cfg.metrics.n_fake} and n_real={cfg.metrics.n_real}",
-                  cfg.metrics.n_fake + cfg.metrics.n_real, data_shape(cfg.dataset, module.points),
-                  memory_limit, "lower n_fake and n_real")
+    check_evaluation(cfg.metrics, data_shape(cfg.dataset, module.points), module.points,
+                     memory_limit, None if images else cfg.model)
     fake = _folder_images(images, cfg.dataset) if images else None  # before the real data
     if fake is not None:  # the folder's count is n_fake: its guards and warnings are about it
         cfg.metrics.n_fake = len(fake)

@@ -25,3 +25,11 @@ class DensityCoverage(Metric):
         density, coverage = engine.density_coverage(samples.fake, samples.real, k,
                                                     samples.terms[f"dc_k{k}"])
         return {"density": density, "coverage": coverage}
+
+    def working_set(self, n_fake, n_real, dim):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
+        copies = 8.0 * (n_fake + n_real) * dim  # both sides in float64
+        radii = 16.0 * min(engine.DC_BLOCK, n_real) * n_real  # real k-NN radii (pieces, join)
+        balls = 17.0 * min(engine.DC_BLOCK, n_real) * n_fake  # a block of real rows x fakes
+        return copies + max(radii, balls)

@@ -21,3 +21,7 @@ class FID(Metric):
         from ganrun.metrics import engine  # torch-fidelity: only when computing
 
         return {"fid": engine.fid(engine.fid_statistics(samples.fake), samples.terms["fid_stats"])}
+
+    def working_set(self, n_fake, n_real, dim):
+        # torch-fidelity's statistics: the features in float64, centred; the covariance
+        return 16.0 * max(n_fake, n_real) * dim + 8.0 * dim * dim

@@ -50,3 +50,8 @@ class KID(Metric):
         kid, std = engine.kid(fake, real, self.cfg.kid_subsets, samples.counts.kid_subset_size,
                               terms)
         return {"kid": kid, "kid_std": std}
+
+    def working_set(self, n_fake, n_real, dim):
+        # a subset's draw (numpy permutes all n_fake indices), its kernel matrices (float32)
+        m = self.cfg.kid_subset_size
+        return 8.0 * max(n_fake, n_real) + 4.0 * dim * m + 12.0 * m * m

@@ -25,3 +25,13 @@ class PrecisionRecall(Metric):
         precision, recall = engine.precision_recall(samples.fake, samples.real, k,
                                                     samples.terms[f"pr_k{k}"])
         return {"precision": precision, "recall": recall}
+
+    def working_set(self, n_fake, n_real, dim):
+        from ganrun.metrics import engine  # torch-fidelity: only when computing
+
+        def radii(n):  # k-NN radii: a block of rows against all, its pieces and their join
+            return 8.0 * min(engine.PR_BLOCK, n) * n
+
+        # the real-fake distances (pieces and join) and the two comparisons against radii
+        pairs = 8.0 * n_real * n_fake + 2.0 * n_real * n_fake
+        return max(radii(n_real), pairs / 2 + radii(n_fake), pairs)

@@ -155,6 +155,12 @@ class Metric:
         """Its outputs."""
         raise NotImplementedError
 
+    def working_set(self, n_fake: int, n_real: int, dim: int) -> float:
+        """The bytes it holds at its peak beyond the features (n_fake and n_real of `dim`
+        values), its real terms' included: what a run or an evaluation is refused by when
+        it would not fit (ganrun.memory). An upper bound; nothing worth counting by default."""
+        return 0.0
+
 
 class MetricRegistry(Registry):
     """name -> Metric class, checked as it is filed."""
