@@ -468,6 +468,8 @@ CHECKS = {
     r"^ganrun-eval \S+13-37-23 --images five$": (
         "compared", "test_image_folder_offline: the refusal of five images"),
     r"^ganrun optim=sgd optim\.lr_d=1e6": ("compared", "test_divergence (and its metrics.json)"),
+    r"^ganrun-eval \S+<ring8-run> n_fake=400000$": (
+        "compared", "test_eval_too_big: the refusal, on a machine of this one's 23.5 GiB"),
     r"^ganrun train\.steps=600 metrics=none log\.every=100$": (
         "compared", "test_interruption: SIGTERM after step 214 as in the README, the console"),
     r"^ganrun train\.steps=600 metrics=none log\.every=100 ckpt_path=": (
@@ -753,6 +755,28 @@ def test_sample_and_eval(tmp_path, monkeypatch, capsys):
     eval_main()
     header = next(line for line in capsys.readouterr().out.splitlines() if " samples vs " in line)
     assert header.startswith("my_samples: 60 samples vs 1797 real (digits, "), header
+
+
+def test_eval_too_big(tmp_path, monkeypatch, capsys):
+    """The README's ganrun-eval request over memory_limit, of a 2-step ring8 run, on a
+    machine of the README's size (23.5 GiB): refused in one line with the estimate's parts,
+    nothing written."""
+    from ganrun import memory
+    from ganrun.cli.tools import eval_main
+
+    command = find(r"^ganrun-eval \S+<ring8-run> n_fake=400000$")
+    run_dir = tmp_path / "outputs" / "runs" / stamp()
+    run_in_process(["dataset=ring8", "train.steps=2", "metrics=none"], run_dir)
+    before = sorted(run_dir.rglob("*"))
+    monkeypatch.setattr(memory, "machine_memory", lambda: int(23.5 * 2**30))
+    monkeypatch.setattr(sys, "argv", [command.program, str(run_dir), *command.argv[2:]])
+    with pytest.raises(SystemExit) as exit_:
+        eval_main()
+    assert exit_.value.code == 1
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.err
+    compare(command.output, printed.err.splitlines(), what=command.text)
+    assert sorted(run_dir.rglob("*")) == before
 
 
 def test_eval_is_reproducible(tmp_path):
