@@ -209,7 +209,8 @@ def request_estimate(n: int, shape: tuple[int, ...], model_cfg: DictConfig | Non
     """What a request for `n` samples of `shape` holds at once: the samples (float32), the
     generator's layers on one batch (`model_cfg`: drawn here, not read from a folder), and
     the picture drawn of them all (`grid`: images; `scatter`: 2-D points). Measured
-    (tests/test_memory.py), the peak is 60-100% of this."""
+    (tests/test_memory.py), the peak is 40-100% of this (the allocator's reuse of freed
+    chunks varies with the torch release)."""
     from ganrun.samples import SCATTER_CHUNK
 
     parts = {"samples": 4.0 * n * math.prod(shape)}
