@@ -25,6 +25,8 @@ def one_line(*args: str, cwd: Path) -> str:
 @pytest.mark.parametrize("args,expected", [
     (["loss=hinge", "+loss.margin=1"],
      "ganrun: error: loss.margin: unknown key for loss=hinge; it has no keys of its own"),
+    (["loss=hinge", "loss.margin=1"],  # without +: once "valid keys: " and nothing after it
+     "ganrun: error: loss.margin: not a key of loss; loss=hinge has no keys of its own"),
     (["dataset=ring8", "metrics.extractor=classifier"],
      "ganrun: error: metrics.extractor=classifier needs images; dataset=ring8 is 2-D points "
      "(use raw or auto)"),
@@ -32,7 +34,11 @@ def one_line(*args: str, cwd: Path) -> str:
      "ganrun: error: dataset=ring8 has 100 samples, fewer than one training step needs "
      "(dataset.batch_size=256 x optim.n_critic=1 = 256); lower dataset.batch_size or raise "
      "dataset.n_samples"),
-], ids=["no-keys-of-its-own", "classifier-on-points", "too-few-samples"])
+    (["dataset=ring8", "hydra.run.dir=runs/lr=0.1"],  # Hydra's own error names the "=" alone
+     "ganrun: error: cannot read the override hydra.run.dir=runs/lr=0.1: Hydra's grammar "
+     "refuses a character in it (an '=' or a space in a value, say); quote the value "
+     "('key=\"...\"') or escape it with \\"),
+], ids=["no-keys-of-its-own", "no-keys-without-plus", "classifier-on-points", "too-few-samples", "unreadable-override"])
 def test_the_message_names_the_cause_and_a_fix_that_fits(tmp_path, args, expected):
     assert one_line(*args, cwd=tmp_path) == expected
 
@@ -43,11 +49,30 @@ def test_the_message_names_the_cause_and_a_fix_that_fits(tmp_path, args, expecte
                                     "that made it"),
     ("optim=sgd", "made with optim=adam, this run has optim=sgd; an optimizer's state cannot "
                   "pass to another: resume with optim=adam"),
-], ids=["regularizers", "optimizer"])
+    ("loss=wgan_gp", "made with loss=nsgan and regularizer=[], this run has loss=wgan_gp and "
+                     "regularizer=[gradient_penalty]; resume with the loss and regularizers "
+                     "that made it"),  # the loss brought the penalty: the loss is named
+], ids=["regularizers", "optimizer", "loss-with-its-penalty"])
 def test_resuming_with_other_parts_names_what_differs(train_fast, tmp_path, change, expected):
     _, run_dir = train_fast("dataset=ring8")
     line = one_line("dataset=ring8", "metrics=none", f"ckpt_path={run_dir}", change, cwd=tmp_path)
     assert line == f"ganrun: error: ckpt_path={run_dir}: {expected}"
+
+
+def test_resuming_a_run_already_at_its_steps_names_train_steps(train_fast, tmp_path):
+    """train.steps at or below the checkpoint's step would 'finish' at once, a copy of a
+    finished run in a new directory: refused, naming both steps."""
+    import json
+
+    _, run_dir = train_fast("dataset=ring8")
+    reached = json.loads((run_dir / "metrics.json").read_text())["g_steps"]
+    for steps in (reached, reached - 1):
+        line = one_line("dataset=ring8", "metrics=none", f"ckpt_path={run_dir}",
+                        f"train.steps={steps}", cwd=tmp_path)
+        assert line == (f"ganrun: error: train.steps={steps}: ckpt_path={run_dir} is already at "
+                        f"generator step {reached}, so there is nothing to train; give "
+                        f"train.steps above {reached} to train on (ganrun-eval and "
+                        "ganrun-sample read a run as it is)")
 
 
 @pytest.mark.parametrize("arg,expected", [

@@ -143,10 +143,28 @@ def explain(error: Exception, args: list[str]) -> str:
     if ambiguous:
         return _comma_list(ambiguous.group(1), args)
     if "LexerNoViableAltException" in text or "ParseException" in text or "mismatched" in text:
-        bad = next((a for a in args if a in text), text.splitlines()[0])
-        return (f"cannot read the override {bad}: Hydra's grammar refuses a character in it; "
-                "quote the value ('key=\"...\"') or escape it with \\")
+        bad = next((a for a in args if a in text), None) or _unreadable(args) \
+            or text.splitlines()[0]
+        return (f"cannot read the override {bad}: Hydra's grammar refuses a character in it "
+                "(an '=' or a space in a value, say); quote the value ('key=\"...\"') or "
+                "escape it with \\")
     return text.strip().splitlines()[0]
+
+
+def _unreadable(args: list[str]) -> str | None:
+    """The first argument Hydra's grammar cannot read on its own (its error names only
+    the character: "mismatched input '=' expecting <EOF>")."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except Exception:
+            return arg
+    return None
 
 
 def _unknown_key(key: str, args: list[str]) -> str:
@@ -165,6 +183,10 @@ def _unknown_key(key: str, args: list[str]) -> str:
     add = f" (to add a new key on purpose: +{key}=...)" if free else ""
     if valid is None:
         return f"{key}: no such key{add}"
+    if not valid:  # loss=hinge: nothing but its name
+        option = _value_of(f"{parent}.name", [a for a in args if _key_of(a) != key])
+        which = f"{parent}={option}" if isinstance(option, str) else parent
+        return f"{key}: not a key of {parent}; {which} has no keys of its own{add}"
     near = _nearest(leaf, valid).replace("mean ", f"mean {parent}.")
     return f"{key}: not a key of {parent}; {near}valid keys: {', '.join(valid)}{add}"
 

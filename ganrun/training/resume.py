@@ -31,6 +31,12 @@ def check_fits(path: str, given: str, module) -> None:
         raise UserError(f"ckpt_path={given}: not a ganrun checkpoint (give a run's "
                         "checkpoints/last.ckpt)")
     _same_parts(state["ganrun"].get("config") or {}, module.cfg, given)
+    reached, steps = state["ganrun"].get("g_steps"), module.cfg.train.steps
+    if reached is not None and steps <= reached:
+        raise UserError(f"train.steps={steps}: ckpt_path={given} is already at generator step "
+                        f"{reached}, so there is nothing to train; give train.steps above "
+                        f"{reached} to train on (ganrun-eval and ganrun-sample read a run as "
+                        "it is)")
     ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in module.upgrade_state_dict(state["state_dict"]).items()}
     if ours != theirs:
@@ -50,9 +56,14 @@ def _same_parts(made: dict, cfg, given: str) -> None:
     theirs = sorted(made.get("regularizer") or {})
     ours = sorted(cfg.regularizer or {})
     if theirs != ours:
-        raise UserError(f"ckpt_path={given}: made with regularizer=[{','.join(theirs)}], this run "
-                        f"has regularizer=[{','.join(ours)}]; resume with the regularizers that "
-                        "made it")
+        # a loss brings its own (loss=wgan_gp: gradient_penalty): name it where it differs
+        loss_was = (made.get("loss") or {}).get("name")
+        differs = loss_was is not None and loss_was != cfg.loss.name
+        was = f"loss={loss_was} and " if differs else ""
+        now = f"loss={cfg.loss.name} and " if differs else ""
+        raise UserError(f"ckpt_path={given}: made with {was}regularizer=[{','.join(theirs)}], this "
+                        f"run has {now}regularizer=[{','.join(ours)}]; resume with the "
+                        f"{'loss and ' if differs else ''}regularizers that made it")
     was = (made.get("optim") or {}).get("name")
     if was is not None and was != cfg.optim.name:
         raise UserError(f"ckpt_path={given}: made with optim={was}, this run has "
