@@ -12,6 +12,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ganrun.cli.tools import evaluate, sample
@@ -108,9 +109,13 @@ def test_bad_paths_and_options_are_clear(tmp_path):
         sample(str(tmp_path))
     with pytest.raises(UserError, match="nope.ckpt: no such file"):
         sample(str(tmp_path / "nope.ckpt"))
-    (tmp_path / "x.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="not a ganrun checkpoint"):
+    (tmp_path / "x.ckpt").write_bytes(b"not a checkpoint")  # as resume words it
+    with pytest.raises(UserError, match=r"x.ckpt: not a readable checkpoint, the file is corrupt "
+                                        r"or truncated \(.*\); give another run or checkpoint$"):
         sample(str(tmp_path / "x.ckpt"))
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "y.ckpt")
+    with pytest.raises(UserError, match=r"y.ckpt: not a ganrun checkpoint \(KeyError"):
+        evaluate(str(tmp_path / "y.ckpt"))
     proc = subprocess.run([GANRUN + "-sample", str(tmp_path), "nn=3"], capture_output=True,
                           text=True, env=cli_env())
     assert proc.returncode == 1 and "unknown option nn; valid: n, out" in proc.stderr

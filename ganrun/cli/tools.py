@@ -45,6 +45,11 @@ def load_module(ckpt: Path):
 
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UserError(f"{ckpt}: not a readable checkpoint, the file is corrupt or truncated "
+                        f"({e.__class__.__name__}: {str(e)[:120]}); give another run or "
+                        "checkpoint") from None
+    try:
         saved = state["ganrun"]
         cfg = OmegaConf.create(saved["config"])
         shape = tuple(saved["data_shape"])
