@@ -59,20 +59,19 @@ def test_resuming_with_other_parts_names_what_differs(train_fast, tmp_path, chan
     assert line == f"ganrun: error: ckpt_path={run_dir}: {expected}"
 
 
-def test_resuming_a_run_already_at_its_steps_names_train_steps(train_fast, tmp_path):
-    """train.steps at or below the checkpoint's step would 'finish' at once, a copy of a
-    finished run in a new directory: refused, naming both steps."""
+def test_resuming_a_run_past_its_steps_names_train_steps(train_fast, tmp_path):
+    """train.steps below the checkpoint's step cannot be met (it 'finished' at once, a copy
+    of a finished run in a new directory): refused, naming both steps. Equal steps stay a
+    run with nothing to train (a sweep resumed whose job had finished)."""
     import json
 
     _, run_dir = train_fast("dataset=ring8")
     reached = json.loads((run_dir / "metrics.json").read_text())["g_steps"]
-    for steps in (reached, reached - 1):
-        line = one_line("dataset=ring8", "metrics=none", f"ckpt_path={run_dir}",
-                        f"train.steps={steps}", cwd=tmp_path)
-        assert line == (f"ganrun: error: train.steps={steps}: ckpt_path={run_dir} is already at "
-                        f"generator step {reached}, so there is nothing to train; give "
-                        f"train.steps above {reached} to train on (ganrun-eval and "
-                        "ganrun-sample read a run as it is)")
+    line = one_line("dataset=ring8", "metrics=none", f"ckpt_path={run_dir}",
+                    f"train.steps={reached - 1}", cwd=tmp_path)
+    assert line == (f"ganrun: error: train.steps={reached - 1}: ckpt_path={run_dir} is already "
+                    f"at generator step {reached}, past it; give train.steps={reached} or more "
+                    "(ganrun-eval and ganrun-sample read a run as it is)")
 
 
 @pytest.mark.parametrize("arg,expected", [

@@ -31,12 +31,6 @@ def check_fits(path: str, given: str, module) -> None:
         raise UserError(f"ckpt_path={given}: not a ganrun checkpoint (give a run's "
                         "checkpoints/last.ckpt)")
     _same_parts(state["ganrun"].get("config") or {}, module.cfg, given)
-    reached, steps = state["ganrun"].get("g_steps"), module.cfg.train.steps
-    if reached is not None and steps <= reached:
-        raise UserError(f"train.steps={steps}: ckpt_path={given} is already at generator step "
-                        f"{reached}, so there is nothing to train; give train.steps above "
-                        f"{reached} to train on (ganrun-eval and ganrun-sample read a run as "
-                        "it is)")
     ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in module.upgrade_state_dict(state["state_dict"]).items()}
     if ours != theirs:
@@ -45,6 +39,11 @@ def check_fits(path: str, given: str, module) -> None:
         raise UserError(f"ckpt_path={given}: made by a different model or data shape ({was}, "
                         f"data {state['ganrun'].get('data_shape')}); resume with the options "
                         "that made it")
+    reached, steps = state["ganrun"].get("g_steps"), module.cfg.train.steps
+    if reached is not None and steps < reached:  # equal: nothing to train, a sweep's done job
+        raise UserError(f"train.steps={steps}: ckpt_path={given} is already at generator step "
+                        f"{reached}, past it; give train.steps={reached} or more (ganrun-eval "
+                        "and ganrun-sample read a run as it is)")
 
 
 def _same_parts(made: dict, cfg, given: str) -> None:
@@ -56,7 +55,7 @@ def _same_parts(made: dict, cfg, given: str) -> None:
     theirs = sorted(made.get("regularizer") or {})
     ours = sorted(cfg.regularizer or {})
     if theirs != ours:
-        # a loss brings its own (loss=wgan_gp: gradient_penalty): name it where it differs
+        # a loss may bring regularizers of its own: name it where it differs
         loss_was = (made.get("loss") or {}).get("name")
         differs = loss_was is not None and loss_was != cfg.loss.name
         was = f"loss={loss_was} and " if differs else ""
