@@ -53,31 +53,32 @@ def generate(module, z: Tensor, labels: Tensor | None = None) -> Tensor:
 
 def noise(module, n: int, batch_size: int = 500) -> list[tuple[Tensor, Tensor | None]]:
     """(z, labels) for n samples in batches, from the global random stream: the latent
-    of `sample.*` (truncated if asked), uniform class labels when conditional."""
-    batches = []
+    of `sample.*` (truncated if asked), uniform class labels when conditional. All drawn
+    before any is used (two calls zipped draw one after the other, as ppl's do)."""
+    return list(noise_batches(module, n, batch_size))
+
+
+def noise_batches(module, n: int, batch_size: int = 500, labels: Tensor | None = None):
+    """`noise`'s batches one at a time, as they are used (`labels`: those classes
+    instead of the module's draw)."""
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         z = sample_latent(m, module.latent_dim, module.cfg.sample.latent,
                           module.cfg.sample.truncation, device=module.device)
-        batches.append((z, module.sample_labels(m)))
-    return batches
+        yield z, (labels[start:start + m] if labels is not None else module.sample_labels(m))
 
 
 def generate_many(module, n: int, batch_size: int = 500, labels: Tensor | None = None) -> Tensor:
-    """n samples on fresh noise from the global random stream, batch by batch as `noise`
-    draws it (with `labels`, those classes instead of the module's draw), written into
-    one tensor: a list of the batches' outputs, joined at the end, kept each batch's
-    freed activations from going back (3.7 GB held for 3 million 2-D points, 24 MB)."""
+    """n samples on fresh noise (`noise_batches`), written batch by batch into one tensor:
+    a list of the batches' outputs, joined at the end, kept each batch's freed
+    activations from going back (3.7 GB held for 3 million 2-D points, 24 MB)."""
     out = None
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        z = sample_latent(m, module.latent_dim, module.cfg.sample.latent,
-                          module.cfg.sample.truncation, device=module.device)
-        batch = labels[start:start + m] if labels is not None else module.sample_labels(m)
+    for start, (z, batch) in zip(range(0, n, batch_size),
+                                 noise_batches(module, n, batch_size, labels), strict=True):
         fake = generate(module, z, batch)
         if out is None:
             out = fake.new_empty((n, *fake.shape[1:]))
-        out[start:start + m] = fake
+        out[start:start + len(fake)] = fake
     return out if out is not None else torch.empty(0)
 
 
