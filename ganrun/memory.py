@@ -205,15 +205,16 @@ SCATTER_BYTES_PER_POINT = 120  # samples.point_scatter's pixel arithmetic, one c
 
 
 def request_estimate(n: int, shape: tuple[int, ...], model_cfg: DictConfig | None = None,
-                     picture: str | None = None) -> Estimate:
-    """What a request for `n` samples of `shape` holds at once: the samples (float32), the
-    generator's layers on one batch (`model_cfg`: drawn here, not read from a folder), and
-    the picture drawn of them all (`grid`: images; `scatter`: 2-D points). Measured
-    (tests/test_memory.py), the peak is 40-100% of this (the allocator's reuse of freed
-    chunks varies with the torch release)."""
+                     picture: str | None = None, checkpoint: float = 0) -> Estimate:
+    """What a request for `n` samples of `shape` holds at once: the checkpoint read (its
+    size in bytes: every tensor in it is loaded, the optimizers' states too), the samples
+    (float32), the generator's layers on one batch (`model_cfg`: drawn here, not read from
+    a folder), and the picture drawn of them all (`grid`: images; `scatter`: 2-D points).
+    Measured (tests/test_memory.py), the peak is 40-100% of this (the allocator's reuse of
+    freed chunks varies with the torch release and the machine)."""
     from ganrun.samples import SCATTER_CHUNK
 
-    parts = {"samples": 4.0 * n * math.prod(shape)}
+    parts = {"checkpoint": float(checkpoint), "samples": 4.0 * n * math.prod(shape)}
     if model_cfg is not None:
         parts["generator on a batch"] = generator_batch(model_cfg, shape, min(n, GENERATION_BATCH))
     if picture == "grid":
@@ -232,10 +233,13 @@ def generator_batch(model_cfg: DictConfig, shape: tuple[int, ...],
 
 
 def check_evaluation(metrics_cfg: DictConfig, shape: tuple[int, ...], points: bool,
-                     fraction: float, model_cfg: DictConfig | None = None) -> None:
+                     fraction: float, model_cfg: DictConfig | None = None,
+                     checkpoint: float = 0) -> None:
     """ganrun-eval's request (`model_cfg`: its samples drawn from that generator, batch by
-    batch; None: read from a folder), refused when over `fraction` of this machine's memory."""
-    estimate = evaluation_estimate(metrics_cfg, shape, points)
+    batch; None: read from a folder; `checkpoint`: the size of the checkpoint read), refused
+    when over `fraction` of this machine's memory."""
+    estimate = Estimate({"checkpoint": float(checkpoint)}).plus(
+        evaluation_estimate(metrics_cfg, shape, points))
     if model_cfg is not None:
         estimate.parts["generator on a batch"] = generator_batch(model_cfg, shape)
     check_samples(f"n_fake={metrics_cfg.n_fake} and n_real={metrics_cfg.n_real}", estimate,

@@ -101,7 +101,8 @@ with open("/proc/self/clear_refs", "w") as f:
 before = status("VmRSS")
 sample(run, n=n, folder=folder)
 picture = None if folder else "scatter" if module.points else "grid"
-print(request_estimate(n, tuple(module.data_shape), cfg.model, picture).total,
+checkpoint = checkpoint_of(run).stat().st_size  # sample() loads it again
+print(request_estimate(n, tuple(module.data_shape), cfg.model, picture, checkpoint).total,
       status("VmHWM") - before)
 """
 
@@ -145,7 +146,8 @@ cfg.metrics = with_metric_defaults(cfg.metrics)  # metrics=none: evaluate measur
 cfg.metrics.names = [name for name, metric in METRICS.items() if metric.reads != "generator"]
 shape = data_shape(cfg.dataset, module.points)
 estimate = evaluation_estimate(cfg.metrics, shape, module.points, n_fake).total
-print(estimate + generator_batch(cfg.model, shape), status("VmHWM") - before)
+checkpoint = checkpoint_of(run).stat().st_size  # evaluate() loads it again
+print(estimate + generator_batch(cfg.model, shape) + checkpoint, status("VmHWM") - before)
 """
 
 
@@ -208,7 +210,9 @@ def test_sample_and_eval_requests_too_big_are_refused_before_drawing(train_fast)
     message = str(caught.value)
     assert message.startswith(f"n={n} would need about ")
     grid = n * (5 * values + 9 * 18 * 18)  # the images as floats and bytes; the 3-channel grid
-    assert f"samples {size(4 * n * values)}, generator on a batch " in message
+    checkpoint = size(checkpoint_of(str(run_dir)).stat().st_size)  # read whole, G and D
+    assert f"(checkpoint {checkpoint}, samples {size(4 * n * values)}, generator on a batch " \
+        in message
     assert f", picture {size(grid)})" in message
     assert message.endswith("; lower n, or raise memory_limit")
     assert not list((run_dir / "samples").glob("sample_*"))
@@ -217,7 +221,7 @@ def test_sample_and_eval_requests_too_big_are_refused_before_drawing(train_fast)
         evaluate(str(run_dir), n_fake=n, n_real=100)
     evaluation = str(caught.value)  # the images, their Inception-width features, the metrics
     assert evaluation.startswith(f"n_fake={n} and n_real=100 would need about ")
-    assert (f"(evaluation samples {size(4 * (n + 100) * values)}, "
+    assert (f"(checkpoint {checkpoint}, evaluation samples {size(4 * (n + 100) * values)}, "
             f"features {size(4 * (n + 100) * 2048)}, metrics ") in evaluation
     assert evaluation.endswith("; lower n_fake and n_real, or raise memory_limit")
     with pytest.raises(UserError) as caught:

@@ -183,8 +183,8 @@ def sample(path: str, n: int = 64, out: str | None = None, folder: bool = False,
     labels, nrow = _labels(module, n, class_, folder)
     shape = tuple(module.data_shape)
     picture = None if folder else "scatter" if module.points else "grid"
-    check_samples(f"n={n}", request_estimate(n, shape, cfg.model, picture), memory_limit,
-                  "lower n")
+    check_samples(f"n={n}", request_estimate(n, shape, cfg.model, picture, ckpt.stat().st_size),
+                  memory_limit, "lower n")
     if out:
         target = Path(out).expanduser()
         if target.exists() and not (folder and target.is_dir() and not any(target.iterdir())):
@@ -242,7 +242,7 @@ def evaluate(path: str, images: str | None = None, seed: int = 0,
     cfg.optimized_metric = None  # nothing is optimized here
     check_metrics(cfg)  # the options given here, as a training run's
     check_evaluation(cfg.metrics, data_shape(cfg.dataset, module.points), module.points,
-                     memory_limit, None if images else cfg.model)
+                     memory_limit, None if images else cfg.model, ckpt.stat().st_size)
     fake = _folder_images(images, cfg.dataset) if images else None  # before the real data
     if fake is not None:  # the folder's count is n_fake: its guards and warnings are about it
         cfg.metrics.n_fake = len(fake)
