@@ -109,7 +109,7 @@ print(request_estimate(n, tuple(module.data_shape), cfg.model, picture, checkpoi
 
 @pytest.mark.parametrize("overrides, n, folder", [
     (("dataset=ring8",), 3_000_000, False),  # the batches' outputs kept apart took 4 GB here
-    ((), 80_000, False),
+    ((), 40_000, False),
     ((), 20_000, True),
 ], ids=["points-scatter", "images-grid", "images-folder"])
 def test_a_sample_request_holds_what_its_estimate_says(train_fast, overrides, n, folder):
